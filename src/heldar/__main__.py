@@ -1,0 +1,3 @@
+from heldar.cli import main
+
+main()

@@ -1,0 +1,110 @@
+"""The composition root: opens every component in order and closes them in reverse.
+
+Task tree: ``Kernel.open`` owns one ``asyncio.TaskGroup``; long-running services start
+their children in it and are stopped before the group exits. Nothing is fire-and-forget.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from heldar import __version__
+from heldar.clock import Clock, SystemClock
+from heldar.config import Settings, unknown_variables
+from heldar.db import migrate
+from heldar.db.engine import create_engine
+from heldar.errors import Conflict
+from heldar.media import demo, ffmpeg
+from heldar.media.urls import Vendor
+from heldar.services.cameras import CameraCreate, CameraRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Kernel:
+    settings: Settings
+    clock: Clock
+    engine: AsyncEngine
+    binaries: ffmpeg.Binaries
+    ffmpeg_version: str
+    cameras: CameraRegistry
+    started_at: datetime
+    started_monotonic: float
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings, clock: Clock | None = None) -> AsyncIterator[Kernel]:
+        clock = clock or SystemClock()
+        for name in unknown_variables():
+            log.warning("unknown setting %s is ignored (typo? see docs/configuration.md)", name)
+        for directory in (
+            settings.data_dir,
+            settings.resolved_frames_dir,
+            settings.resolved_snapshots_dir,
+            settings.media_dir,
+        ):
+            directory.mkdir(parents=True, exist_ok=True)
+        binaries = ffmpeg.discover(settings.ffmpeg_bin, settings.ffprobe_bin)
+        version = await ffmpeg.probe_version(binaries.ffmpeg)
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            await migrate.upgrade(engine)
+            registry = CameraRegistry(engine, clock, media_dir=settings.media_dir)
+            registry.remove_dirs_on_delete(settings.resolved_frames_dir)
+            registry.remove_dirs_on_delete(settings.resolved_snapshots_dir)
+            kernel = cls(
+                settings=settings,
+                clock=clock,
+                engine=engine,
+                binaries=binaries,
+                ffmpeg_version=version,
+                cameras=registry,
+                started_at=clock.now(),
+                started_monotonic=clock.monotonic(),
+            )
+            if settings.demo:
+                await kernel.register_demo_camera()
+            log.info(
+                "heldar %s ready: database %s, %s (%s)",
+                __version__,
+                engine.url.render_as_string(hide_password=True),
+                version,
+                binaries.ffmpeg_source,
+            )
+            yield kernel
+        finally:
+            await engine.dispose()
+
+    async def register_demo_camera(self) -> None:
+        clip = await demo.ensure_demo_clip(self.binaries.ffmpeg, self.settings.media_dir)
+        spec = CameraCreate(
+            id=demo.DEMO_CAMERA_ID,
+            name="Demo test pattern",
+            vendor=Vendor.GENERIC,
+            main_stream_url=clip.resolve().as_uri(),
+        )
+        try:
+            await self.cameras.create(spec)
+            log.info("registered demo camera '%s' (%s)", demo.DEMO_CAMERA_ID, clip)
+        except Conflict:
+            log.info("demo camera '%s' already registered", demo.DEMO_CAMERA_ID)
+
+    async def database_ok(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:  # any driver error means "not ready"
+            log.exception("database check failed")
+            return False
+        return True
+
+    def uptime_s(self) -> float:
+        return self.clock.monotonic() - self.started_monotonic
