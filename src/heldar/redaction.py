@@ -15,7 +15,7 @@ MASK = "***"
 # before the authority ends ('/', whitespace, quote), so a raw '@' inside a
 # password that the operator forgot to percent-encode is covered too.
 _USERINFO = re.compile(
-    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^\s/?#'\"<>]*@)",
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^\s/?#'\"<>]*@)",
 )
 # Vendor HTTP endpoints often take credentials as query parameters.
 _QUERY_SECRET = re.compile(
