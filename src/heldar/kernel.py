@@ -6,6 +6,8 @@ their children in it and are stopped before the group exits. Nothing is fire-and
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +25,11 @@ from heldar.db.engine import create_engine
 from heldar.errors import Conflict
 from heldar.media import demo, ffmpeg
 from heldar.media.urls import Vendor
+from heldar.services.ai_tasks import AiTaskRegistry
 from heldar.services.cameras import CameraCreate, CameraRegistry
+from heldar.services.events import EventLog
+from heldar.services.frames import FrameStore
+from heldar.services.sampler_manager import SamplerManager
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,10 @@ class Kernel:
     binaries: ffmpeg.Binaries
     ffmpeg_version: str
     cameras: CameraRegistry
+    ai_tasks: AiTaskRegistry
+    events: EventLog
+    frames: FrameStore
+    samplers: SamplerManager
     started_at: datetime
     started_monotonic: float
 
@@ -60,6 +70,27 @@ class Kernel:
             registry = CameraRegistry(engine, clock, media_dir=settings.media_dir)
             registry.remove_dirs_on_delete(settings.resolved_frames_dir)
             registry.remove_dirs_on_delete(settings.resolved_snapshots_dir)
+            tasks = AiTaskRegistry(
+                engine,
+                clock,
+                default_fps=settings.default_ai_fps,
+                default_width=settings.default_ai_width,
+            )
+            events = EventLog(engine, clock)
+            frames = FrameStore(settings.resolved_frames_dir, clock)
+            samplers = SamplerManager(
+                cameras=registry,
+                tasks=tasks,
+                frames=frames,
+                events=events,
+                clock=clock,
+                ffmpeg_bin=binaries.ffmpeg,
+                ai_enabled=settings.ai_enabled,
+                budget_fps=settings.ai_max_total_fps,
+                max_samplers=settings.max_samplers,
+            )
+            registry.on_change(samplers.on_change)
+            tasks.on_change(samplers.on_change)
             kernel = cls(
                 settings=settings,
                 clock=clock,
@@ -67,6 +98,10 @@ class Kernel:
                 binaries=binaries,
                 ffmpeg_version=version,
                 cameras=registry,
+                ai_tasks=tasks,
+                events=events,
+                frames=frames,
+                samplers=samplers,
                 started_at=clock.now(),
                 started_monotonic=clock.monotonic(),
             )
@@ -79,7 +114,14 @@ class Kernel:
                 version,
                 binaries.ffmpeg_source,
             )
-            yield kernel
+            async with asyncio.TaskGroup() as services:
+                sampling = services.create_task(samplers.run(), name="sampler manager")
+                try:
+                    yield kernel
+                finally:
+                    sampling.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sampling
         finally:
             await engine.dispose()
 

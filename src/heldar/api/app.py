@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from heldar import __version__
-from heldar.api import cameras, errors, system
+from heldar.api import ai_tasks, cameras, errors, events, samplers, system
 from heldar.clock import Clock
 from heldar.config import Settings
 from heldar.kernel import Kernel
@@ -31,5 +31,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     )
     errors.install(app)
     app.include_router(cameras.router, prefix=API_PREFIX)
+    app.include_router(ai_tasks.router, prefix=API_PREFIX)
+    app.include_router(events.router, prefix=API_PREFIX)
+    app.include_router(samplers.router, prefix=API_PREFIX)
     app.include_router(system.router, prefix=API_PREFIX)
     return app

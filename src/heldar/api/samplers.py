@@ -1,0 +1,138 @@
+"""Sampler and frame routes: ``GET /api/v1/ai/samplers``, ``GET /api/v1/cameras/{id}/frame``."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from pydantic import BaseModel
+
+from heldar.api.cameras import CameraId
+from heldar.api.deps import KernelDep
+from heldar.clock import rfc3339
+from heldar.errors import InvalidInput, NotFound
+from heldar.media.urls import Profile
+from heldar.services.budget import SamplerKey
+from heldar.services.sampler import SamplerState
+
+router = APIRouter(tags=["samplers"])
+
+MAX_WAIT_S = 30.0
+_ETAG = re.compile(r'^(W/)?"[!#-~]*"$')  # one entity tag (RFC 9110 §8.8.3)
+_MS_PER_S = 1000
+
+
+class SamplerOut(BaseModel):
+    camera_id: str
+    profile: Profile
+    state: SamplerState
+    fps: float | None  # granted; null when budget_exhausted
+    width: int
+    requested_fps: float
+    requested_width: int
+    frame_age_ms: int | None
+    frames_total: int
+    restarts: int
+    last_error: str | None
+    pid: int | None
+
+
+@router.get("/ai/samplers", response_model=list[SamplerOut])
+async def list_samplers(kernel: KernelDep) -> list[SamplerOut]:
+    """Every planned (camera, profile), in budget rank order."""
+    out = []
+    now = kernel.clock.monotonic()
+    for planned, sampler in kernel.samplers.status():
+        frame = kernel.frames.latest(planned.key.camera_id, planned.key.profile)
+        out.append(
+            SamplerOut(
+                camera_id=planned.key.camera_id,
+                profile=Profile(planned.key.profile),
+                state=sampler.state if sampler else SamplerState.BUDGET_EXHAUSTED,
+                fps=planned.grant.fps,
+                width=planned.grant.width,
+                requested_fps=planned.requested_fps,
+                requested_width=planned.requested_width,
+                frame_age_ms=_age_ms(now, frame.captured_monotonic) if frame else None,
+                frames_total=sampler.frames_total if sampler else 0,
+                restarts=sampler.restarts if sampler else 0,
+                last_error=sampler.last_error if sampler else None,
+                pid=sampler.pid if sampler else None,
+            )
+        )
+    return out
+
+
+@router.get(
+    "/cameras/{camera_id}/frame",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/jpeg": {}}, "description": "The latest sampled frame."},
+        304: {"description": "No newer frame than If-None-Match (within `wait`)."},
+        404: {"description": "Unknown camera, or no frame for this profile."},
+    },
+)
+async def get_frame(
+    kernel: KernelDep,
+    camera_id: CameraId,
+    profile: Profile = Profile.SUB,
+    wait: Annotated[
+        float | None, Query(gt=0, le=MAX_WAIT_S, description="Long-poll seconds.")
+    ] = None,
+    task: Annotated[str | None, Query(description="The AI task the frame is for.")] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    await kernel.cameras.get(camera_id)  # 404 for an unknown camera
+    if if_none_match is not None and not _ETAG.match(if_none_match.strip()):
+        raise InvalidInput.field(
+            ("header", "if-none-match"), 'must be one entity tag as sent in ETag, e.g. "12-ab3f"'
+        )
+    known = if_none_match.strip().removeprefix("W/") if if_none_match else None
+    frames = kernel.frames
+    frame = frames.latest(camera_id, profile.value)
+    if frame is not None and known is not None and frame.etag == known and wait is not None:
+        frame = await frames.wait_newer(camera_id, profile.value, known, wait)
+        if frame is None and frames.latest(camera_id, profile.value) is not None:
+            return Response(status_code=304, headers={"Cache-Control": "no-store"})
+    if frame is None:
+        raise NotFound(
+            _no_frame_reason(
+                kernel.samplers.state_of(SamplerKey(camera_id, profile.value)), camera_id, profile
+            )
+        )
+    if known is not None and frame.etag == known:
+        return Response(status_code=304, headers={"Cache-Control": "no-store", "ETag": frame.etag})
+    state = kernel.samplers.state_of(SamplerKey(camera_id, profile.value))
+    return Response(
+        content=frame.data,
+        media_type="image/jpeg",
+        headers={
+            "Cache-Control": "no-store",
+            "ETag": frame.etag,
+            "x-frame-seq": str(frame.seq),
+            "x-frame-captured-at": rfc3339(frame.captured_at),
+            "x-frame-age-ms": str(_age_ms(kernel.clock.monotonic(), frame.captured_monotonic)),
+            "x-frame-width": str(frame.width),
+            "x-frame-height": str(frame.height),
+            "x-sampler-state": state.value if state else SamplerState.STOPPED.value,
+        },
+    )
+
+
+def _age_ms(now_monotonic: float, captured_monotonic: float) -> int:
+    return max(0, round((now_monotonic - captured_monotonic) * _MS_PER_S))
+
+
+def _no_frame_reason(state: SamplerState | None, camera_id: str, profile: Profile) -> str:
+    if state is None:
+        return (
+            f"no frame: camera '{camera_id}' has no sampler on profile '{profile.value}'; "
+            "add an enabled AI task for it (POST /api/v1/cameras/{id}/ai-tasks)"
+        )
+    if state is SamplerState.BUDGET_EXHAUSTED:
+        return (
+            f"no frame: the sampler of '{camera_id}/{profile.value}' is not running "
+            "(budget_exhausted); raise HELDAR_AI_MAX_TOTAL_FPS or the camera priority"
+        )
+    return f"no frame yet: the sampler of '{camera_id}/{profile.value}' is {state.value}"

@@ -1,0 +1,255 @@
+"""One AI frame sampler: the supervised decoder of one (camera, profile) (SPEC §5).
+
+``Sampler.run()`` loops over ``run_once()`` with a fixed recovery rule:
+
+- ``run_once`` spawns ffmpeg (TCP for RTSP, an I/O timeout, ``fps`` then ``scale`` to the
+  granted width without upscaling, JPEG on stdout), splits stdout into frames and publishes
+  each to the :class:`FrameStore`. No frame for ``stall_timeout_s(fps)`` is a stall: the
+  process is stopped and the run ends.
+- After a run the sampler is ``offline`` (or ``stalled``) and waits ``backoff_delay_s``;
+  the attempt counter resets after a run that delivered frames for ``HEALTHY_RUN_S``.
+- ``error`` (no usable URL, missing file, ffmpeg cannot start) retries on the slowest
+  backoff instead of crash-looping ffmpeg.
+
+Events are written on transitions only: ``sampler_offline`` when a sampler that was
+sampling goes offline or stalls (with the redacted stderr tail), ``sampler_online`` when it
+delivers frames again. The process is always stopped and reaped on exit or cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from heldar.clock import Clock
+from heldar.errors import Unavailable
+from heldar.media import ffmpeg
+from heldar.media.jpeg import jpeg_dimensions, read_frames
+from heldar.media.process import FfmpegProcess
+from heldar.media.urls import StreamUrl
+from heldar.services.budget import SamplerKey
+from heldar.services.events import EventLog, Severity
+from heldar.services.frames import FrameStore
+
+log = logging.getLogger(__name__)
+
+# SPEC §5 stall rule: no frame for max(10 s, 5 frame intervals).
+MIN_STALL_TIMEOUT_S = 10.0
+STALL_INTERVALS = 5
+# SPEC §5 backoff: exponential 1 s .. 30 s with jitter; reset after 30 s of frames.
+BACKOFF_INITIAL_S = 1.0
+BACKOFF_MAX_S = 30.0
+BACKOFF_JITTER = 0.2  # +-20 %, so cameras that fail together do not retry in lockstep
+HEALTHY_RUN_S = 30.0
+# ffmpeg exits promptly on SIGTERM when it only writes to a pipe.
+STOP_GRACE_S = 2.0
+# JPEG quality for mjpeg (2 best .. 31 worst); 5 keeps detail for detectors at ~1/3 the size of 2.
+JPEG_QSCALE = 5
+
+
+class SamplerState(StrEnum):
+    CONNECTING = "connecting"
+    SAMPLING = "sampling"
+    STALLED = "stalled"
+    OFFLINE = "offline"
+    ERROR = "error"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class SamplerSpec:
+    """Everything that determines the ffmpeg command; a change means a restart."""
+
+    key: SamplerKey
+    url: StreamUrl | None
+    fps: float
+    width: int
+    mode: str = "all"  # decode mode; keyframe-aware modes arrive with the performance issue
+
+
+def stall_timeout_s(fps: float) -> float:
+    return max(MIN_STALL_TIMEOUT_S, STALL_INTERVALS / fps)
+
+
+def backoff_delay_s(attempt: int, rng: random.Random) -> float:
+    """Delay before retry ``attempt`` (0-based): 1, 2, 4, ... capped at 30 s, with jitter."""
+    base = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** min(attempt, 16))
+    jittered = base * (1 + rng.uniform(-BACKOFF_JITTER, BACKOFF_JITTER))
+    return float(min(BACKOFF_MAX_S, jittered))
+
+
+def build_argv(ffmpeg_bin: str, spec: SamplerSpec, io_timeout_s: float) -> list[str]:
+    """The decoder command: rate first (fewer frames to scale), never upscale, JPEG to stdout."""
+    assert spec.url is not None
+    video_filter = f"fps={spec.fps:g},scale=w='min({spec.width},iw)':h=-2"
+    return [
+        ffmpeg_bin, "-nostdin", "-hide_banner", "-loglevel", "warning",
+        *ffmpeg.input_args(spec.url, io_timeout_s),
+        "-an", "-sn", "-dn",
+        "-vf", video_filter,
+        "-c:v", "mjpeg", "-q:v", str(JPEG_QSCALE), "-f", "image2pipe", "pipe:1",
+    ]  # fmt: skip
+
+
+class Sampler:
+    def __init__(
+        self,
+        spec: SamplerSpec,
+        *,
+        ffmpeg_bin: str,
+        frames: FrameStore,
+        events: EventLog,
+        clock: Clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.spec = spec
+        self._ffmpeg_bin = ffmpeg_bin
+        self._frames = frames
+        self._events = events
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.state = SamplerState.CONNECTING
+        self.frames_total = 0
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.pid: int | None = None
+        self._announced_offline = False
+
+    @property
+    def key(self) -> SamplerKey:
+        return self.spec.key
+
+    async def run(self) -> None:
+        """Sample until cancelled. Never raises anything but CancelledError."""
+        attempt = 0
+        try:
+            while True:
+                problem = self._source_problem()
+                if problem is not None:
+                    await self._set_error(problem)
+                    await asyncio.sleep(BACKOFF_MAX_S)
+                    continue
+                started = self._clock.monotonic()
+                delivered = await self._run_once()
+                healthy = delivered and self._clock.monotonic() - started >= HEALTHY_RUN_S
+                attempt = 0 if healthy else attempt + 1
+                self.restarts += 1
+                await asyncio.sleep(backoff_delay_s(attempt, self._rng))
+        finally:
+            self.state = SamplerState.STOPPED
+            self.pid = None
+
+    def _source_problem(self) -> str | None:
+        url = self.spec.url
+        if url is None:
+            return "no usable stream URL for this profile (set a URL or the camera address)"
+        path = url.file_path
+        if path is not None and not Path(path).is_file():
+            return f"file source {path} does not exist"
+        return None
+
+    async def _run_once(self) -> bool:
+        """One ffmpeg run; True if it delivered at least one frame."""
+        argv = build_argv(self._ffmpeg_bin, self.spec, ffmpeg.DEFAULT_IO_TIMEOUT_S)
+        try:
+            proc = await FfmpegProcess.start(argv, label=f"sampler {self._label}")
+        except Unavailable as exc:
+            await self._set_error(exc.message)
+            return False
+        delivered = False
+        stalled = False
+        self.pid = proc.pid
+        if self.state is not SamplerState.OFFLINE or not self._announced_offline:
+            self.state = SamplerState.CONNECTING
+        try:
+            frames = read_frames(proc.stdout)
+            timeout_s = stall_timeout_s(self.spec.fps)
+            while True:
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        data = await anext(frames, None)
+                except TimeoutError:
+                    stalled = True
+                    break
+                if data is None:
+                    break
+                await self._publish(data)
+                delivered = True
+        finally:
+            await proc.stop(STOP_GRACE_S)
+            self.pid = None
+        tail = proc.stderr_tail()
+        if stalled:
+            reason = f"no frame for {timeout_s:g} s; restarting ffmpeg"
+            await self._went_down(SamplerState.STALLED, reason, tail)
+        else:
+            reason = _last_line(tail) or f"ffmpeg exited with code {proc.returncode}"
+            await self._went_down(SamplerState.OFFLINE, reason, tail)
+        return delivered
+
+    async def _publish(self, data: bytes) -> None:
+        try:
+            width, height = jpeg_dimensions(data)
+        except ValueError:
+            log.debug("sampler %s: skipped an undecodable frame", self._label)
+            return
+        try:
+            await self._frames.publish(self.key.camera_id, self.key.profile, data, width, height)
+        except OSError as exc:  # disk full, permissions: report, keep decoding
+            reason = f"cannot write the frame file: {exc.strerror or exc}"
+            if self.last_error != reason:
+                log.warning("sampler %s: %s", self._label, reason)
+            self.last_error = reason
+            return
+        self.frames_total += 1
+        if self.state is not SamplerState.SAMPLING:
+            self.state = SamplerState.SAMPLING
+            self.last_error = None
+            if self._announced_offline:
+                self._announced_offline = False
+                log.info("sampler %s is back online", self._label)
+                await self._events.append(
+                    "sampler_online",
+                    Severity.INFO,
+                    camera_id=self.key.camera_id,
+                    payload={"profile": self.key.profile},
+                )
+
+    async def _went_down(self, state: SamplerState, reason: str, stderr_tail: str) -> None:
+        was_sampling = self.state is SamplerState.SAMPLING
+        self.state = state
+        self.last_error = reason
+        if was_sampling and not self._announced_offline:
+            self._announced_offline = True
+            log.warning("sampler %s went %s: %s", self._label, state.value, reason)
+            await self._events.append(
+                "sampler_offline",
+                Severity.WARNING,
+                camera_id=self.key.camera_id,
+                payload={
+                    "profile": self.key.profile,
+                    "state": state.value,
+                    "reason": reason,
+                    "stderr_tail": stderr_tail,
+                },
+            )
+
+    async def _set_error(self, reason: str) -> None:
+        if self.state is not SamplerState.ERROR or self.last_error != reason:
+            log.warning("sampler %s error: %s", self._label, reason)
+        self.state = SamplerState.ERROR
+        self.last_error = reason
+
+    @property
+    def _label(self) -> str:
+        return f"{self.key.camera_id}/{self.key.profile}"
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""

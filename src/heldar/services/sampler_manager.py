@@ -1,0 +1,191 @@
+"""The sampler manager: turns enabled AI tasks into running samplers (SPEC §5 Reconcile).
+
+``plan`` is pure: tasks + cameras + budget -> the desired sampler specs and states.
+``SamplerManager.reconcile`` carries a plan out: it stops samplers that disappeared or
+whose (url, fps, width, mode) changed, starts the new ones, and leaves every other sampler
+untouched. Reconciles are serialised by one lock. A removed sampler's frame leaves the
+store before its process is stopped, so a frame is never served for a sampler that no
+longer exists. Every sampler task is a child of the manager's TaskGroup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from heldar.clock import Clock
+from heldar.media.urls import Profile
+from heldar.services.ai_tasks import AiTask, AiTaskRegistry
+from heldar.services.budget import SamplerGrant, SamplerKey, SamplerRequest, allocate_budget
+from heldar.services.cameras import Camera, CameraRegistry
+from heldar.services.events import EventLog
+from heldar.services.frames import FrameStore
+from heldar.services.sampler import Sampler, SamplerSpec, SamplerState
+
+log = logging.getLogger(__name__)
+
+# Safety pass: picks up changes made outside the API and heals anything missed.
+SAFETY_RECONCILE_INTERVAL_S = 30.0
+MAX_CAMERAS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedSampler:
+    key: SamplerKey
+    requested_fps: float
+    requested_width: int
+    grant: SamplerGrant
+    spec: SamplerSpec | None  # None when budget_exhausted
+
+
+def plan(
+    tasks: Iterable[AiTask],
+    cameras: dict[str, Camera],
+    *,
+    ai_enabled: bool,
+    budget_fps: float,
+    max_samplers: int,
+) -> dict[SamplerKey, PlannedSampler]:
+    """The desired samplers: one per (camera, profile) of an enabled camera with tasks."""
+    if not ai_enabled:
+        return {}
+    wanted: dict[SamplerKey, tuple[float, int]] = {}
+    for task in tasks:
+        camera = cameras.get(task.camera_id)
+        if camera is None or not camera.enabled or not task.enabled:
+            continue
+        key = SamplerKey(task.camera_id, task.stream_profile.value)
+        fps, width = wanted.get(key, (0.0, 0))
+        wanted[key] = (max(fps, task.fps), max(width, task.width))
+    requests = [
+        SamplerRequest(key=key, priority=cameras[key.camera_id].priority, fps=fps, width=width)
+        for key, (fps, width) in wanted.items()
+    ]
+    grants = allocate_budget(requests, budget_fps, max_samplers)
+    planned: dict[SamplerKey, PlannedSampler] = {}
+    for key, grant in grants.items():
+        fps, width = wanted[key]
+        spec = None
+        if grant.fps is not None:
+            url = cameras[key.camera_id].url_for(Profile(key.profile))
+            spec = SamplerSpec(key=key, url=url, fps=grant.fps, width=grant.width)
+        planned[key] = PlannedSampler(key, fps, width, grant, spec)
+    return planned
+
+
+@dataclass
+class _Running:
+    sampler: Sampler
+    task: asyncio.Task[None]
+
+
+class SamplerManager:
+    def __init__(
+        self,
+        *,
+        cameras: CameraRegistry,
+        tasks: AiTaskRegistry,
+        frames: FrameStore,
+        events: EventLog,
+        clock: Clock,
+        ffmpeg_bin: str,
+        ai_enabled: bool,
+        budget_fps: float,
+        max_samplers: int,
+    ) -> None:
+        self._cameras = cameras
+        self._tasks = tasks
+        self._frames = frames
+        self._events = events
+        self._clock = clock
+        self._ffmpeg_bin = ffmpeg_bin
+        self._ai_enabled = ai_enabled
+        self._budget_fps = budget_fps
+        self._max_samplers = max_samplers
+        self._lock = asyncio.Lock()
+        self._group: asyncio.TaskGroup | None = None
+        self._running: dict[SamplerKey, _Running] = {}
+        self._plan: dict[SamplerKey, PlannedSampler] = {}
+
+    async def run(self) -> None:
+        """Own the sampler tasks until cancelled; reconcile now and then periodically."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                while True:
+                    await self.reconcile()
+                    await asyncio.sleep(SAFETY_RECONCILE_INTERVAL_S)
+        finally:
+            self._group = None
+            await self._stop_all()
+
+    async def on_change(self, _camera_id: str) -> None:
+        """Registry listener: any camera or task change recomputes the plan at once."""
+        if self._group is not None:
+            await self.reconcile()
+
+    async def reconcile(self) -> None:
+        async with self._lock:
+            group = self._group
+            if group is None:
+                return
+            cameras = {c.id: c for c in await self._cameras.list(limit=MAX_CAMERAS)}
+            desired = plan(
+                await self._tasks.list_enabled(),
+                cameras,
+                ai_enabled=self._ai_enabled,
+                budget_fps=self._budget_fps,
+                max_samplers=self._max_samplers,
+            )
+            self._plan = desired
+            for key in list(self._running):
+                target = desired.get(key)
+                if target is None or target.spec != self._running[key].sampler.spec:
+                    await self._stop(key, remove_frame=target is None or target.spec is None)
+            for key, target in desired.items():
+                if target.spec is not None and key not in self._running:
+                    self._start(group, target.spec)
+
+    def _start(self, group: asyncio.TaskGroup, spec: SamplerSpec) -> None:
+        sampler = Sampler(
+            spec,
+            ffmpeg_bin=self._ffmpeg_bin,
+            frames=self._frames,
+            events=self._events,
+            clock=self._clock,
+        )
+        name = f"{spec.key.camera_id}/{spec.key.profile}"
+        task = group.create_task(sampler.run(), name=f"sampler {name}")
+        self._running[spec.key] = _Running(sampler, task)
+        log.info("sampler %s started at %g fps, width %d", name, spec.fps, spec.width)
+
+    async def _stop(self, key: SamplerKey, *, remove_frame: bool) -> None:
+        running = self._running.pop(key)
+        if remove_frame:
+            await self._frames.remove(key.camera_id, key.profile)
+        running.task.cancel()
+        await asyncio.gather(running.task, return_exceptions=True)
+        if remove_frame:
+            # A publish that raced the cancellation must not leave a file behind.
+            await self._frames.remove(key.camera_id, key.profile)
+        log.info("sampler %s/%s stopped", key.camera_id, key.profile)
+
+    async def _stop_all(self) -> None:
+        for key in list(self._running):
+            await self._stop(key, remove_frame=True)
+
+    def status(self) -> list[tuple[PlannedSampler, Sampler | None]]:
+        """The plan with each running sampler, in rank order."""
+        return [
+            (p, self._running[k].sampler if k in self._running else None)
+            for k, p in self._plan.items()
+        ]
+
+    def state_of(self, key: SamplerKey) -> SamplerState | None:
+        planned = self._plan.get(key)
+        if planned is None:
+            return None
+        running = self._running.get(key)
+        return running.sampler.state if running else SamplerState.BUDGET_EXHAUSTED
