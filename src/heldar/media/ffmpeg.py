@@ -15,9 +15,10 @@ from pathlib import Path
 from heldar.errors import ConfigError, Unavailable
 from heldar.media.urls import StreamUrl
 
-# How long a stalled network read may block ffmpeg before it gives up. Shorter than the
-# sampler's stall watchdog so ffmpeg usually reports the reason itself.
-DEFAULT_IO_TIMEOUT_S = 10.0
+# How long a blocked network read or connect may hold ffmpeg before it gives up. Longer
+# than the sampler's stall watchdog (10 s), so a frozen stream is reported as `stalled`;
+# this is the backstop for one-shot jobs that have no watchdog of their own.
+DEFAULT_IO_TIMEOUT_S = 15.0
 VERSION_PROBE_TIMEOUT_S = 10.0
 _US_PER_S = 1_000_000
 
