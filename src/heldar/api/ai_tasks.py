@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
-from pydantic import BaseModel
 
 from heldar.api.cameras import CameraId
 from heldar.api.deps import KernelDep
-from heldar.media.urls import Profile
 from heldar.services.ai_tasks import TASK_ID_PATTERN, AiTask, AiTaskCreate, AiTaskPatch
 
 router = APIRouter(tags=["ai tasks"])
@@ -18,46 +15,29 @@ router = APIRouter(tags=["ai tasks"])
 TaskId = Annotated[str, Path(pattern=TASK_ID_PATTERN, description="ai_<32 hex>")]
 
 
-class AiTaskOut(BaseModel):
-    id: str
-    camera_id: str
-    task_type: str
-    enabled: bool
-    stream_profile: Profile
-    fps: float
-    width: int
-    config: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, task: AiTask) -> AiTaskOut:
-        return cls.model_validate(task, from_attributes=True)
-
-
-@router.get("/cameras/{camera_id}/ai-tasks", response_model=list[AiTaskOut])
-async def list_tasks(kernel: KernelDep, camera_id: CameraId) -> list[AiTaskOut]:
-    return [AiTaskOut.of(t) for t in await kernel.ai_tasks.list_for_camera(camera_id)]
+@router.get("/cameras/{camera_id}/ai-tasks", response_model=list[AiTask])
+async def list_tasks(kernel: KernelDep, camera_id: CameraId) -> list[AiTask]:
+    return await kernel.ai_tasks.list_for_camera(camera_id)
 
 
 @router.post(
     "/cameras/{camera_id}/ai-tasks",
-    response_model=AiTaskOut,
+    response_model=AiTask,
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"model": AiTaskOut, "description": "The task already existed."}},
+    responses={200: {"model": AiTask, "description": "The task already existed."}},
 )
 async def create_task(
     kernel: KernelDep, camera_id: CameraId, body: AiTaskCreate, response: Response
-) -> AiTaskOut:
+) -> AiTask:
     task, created = await kernel.ai_tasks.create(camera_id, body)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return AiTaskOut.of(task)
+    return task
 
 
-@router.patch("/ai-tasks/{task_id}", response_model=AiTaskOut)
-async def patch_task(kernel: KernelDep, task_id: TaskId, body: AiTaskPatch) -> AiTaskOut:
-    return AiTaskOut.of(await kernel.ai_tasks.patch(task_id, body))
+@router.patch("/ai-tasks/{task_id}", response_model=AiTask)
+async def patch_task(kernel: KernelDep, task_id: TaskId, body: AiTaskPatch) -> AiTask:
+    return await kernel.ai_tasks.patch(task_id, body)
 
 
 @router.delete("/ai-tasks/{task_id}", status_code=status.HTTP_204_NO_CONTENT)

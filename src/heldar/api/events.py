@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime
 
 from heldar.api.deps import KernelDep
 from heldar.errors import InvalidInput
 from heldar.ids import SLUG_PATTERN
-from heldar.services.events import Severity
+from heldar.services.events import Event, Severity
 
 router = APIRouter(tags=["events"])
 
@@ -19,17 +18,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
 
 
-class EventOut(BaseModel):
-    id: int
-    camera_id: str | None
-    event_type: str
-    severity: Severity
-    timestamp: datetime
-    payload: dict[str, Any]
-    created_at: datetime
-
-
-@router.get("/events", response_model=list[EventOut])
+@router.get("/events", response_model=list[Event])
 async def list_events(
     kernel: KernelDep,
     camera_id: Annotated[str | None, Query(pattern=SLUG_PATTERN)] = None,
@@ -38,11 +27,11 @@ async def list_events(
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-) -> list[EventOut]:
+) -> list[Event]:
     """Newest first; ``since`` inclusive, ``until`` exclusive (RFC 3339 with a zone)."""
     if since is not None and until is not None and since >= until:
         raise InvalidInput.field(("query", "until"), "must be later than since")
-    rows = await kernel.events.query(
+    return await kernel.events.query(
         limit=limit,
         camera_id=camera_id,
         event_type=event_type,
@@ -50,4 +39,3 @@ async def list_events(
         since=since,
         until=until,
     )
-    return [EventOut.model_validate(row, from_attributes=True) for row in rows]

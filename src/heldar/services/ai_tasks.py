@@ -22,7 +22,7 @@ from heldar.db.schema import ai_tasks, cameras
 from heldar.errors import Conflict, InvalidInput, NotFound
 from heldar.ids import AI_TASK_PREFIX, SLUG_PATTERN, new_id
 from heldar.media.urls import Profile
-from heldar.services.cameras import ChangeListener
+from heldar.services.listeners import ChangeListener, ChangeListeners
 
 MIN_FPS, MAX_FPS = 0.1, 30.0
 MIN_WIDTH, MAX_WIDTH = 160, 3840
@@ -78,10 +78,10 @@ class AiTaskRegistry:
         self._clock = clock
         self._default_fps = default_fps
         self._default_width = default_width
-        self._listeners: list[ChangeListener] = []
+        self._listeners = ChangeListeners()
 
     def on_change(self, listener: ChangeListener) -> None:
-        self._listeners.append(listener)
+        self._listeners.add(listener)
 
     async def list_for_camera(self, camera_id: str) -> list[AiTask]:
         await self._require_camera(camera_id)
@@ -150,7 +150,7 @@ class AiTaskRegistry:
             if raced is None:
                 raise
             return raced, False
-        await self._notify(camera_id)
+        await self._listeners.notify(camera_id)
         return await self.get(task_id), True
 
     async def patch(self, task_id: str, change: AiTaskPatch) -> AiTask:
@@ -175,14 +175,14 @@ class AiTaskRegistry:
                 f"camera '{current.camera_id}' already has a '{current.task_type}' task on "
                 f"profile '{values.get('stream_profile')}'"
             ) from None
-        await self._notify(current.camera_id)
+        await self._listeners.notify(current.camera_id)
         return await self.get(task_id)
 
     async def delete(self, task_id: str) -> None:
         current = await self.get(task_id)
         async with self._engine.begin() as conn:
             await conn.execute(delete(ai_tasks).where(ai_tasks.c.id == task_id))
-        await self._notify(current.camera_id)
+        await self._listeners.notify(current.camera_id)
 
     async def _find(self, camera_id: str, task_type: str, profile: Profile) -> AiTask | None:
         query = select(ai_tasks).where(
@@ -201,10 +201,6 @@ class AiTaskRegistry:
             ).first()
         if found is None:
             raise NotFound(f"camera '{camera_id}' does not exist")
-
-    async def _notify(self, camera_id: str) -> None:
-        for listener in self._listeners:
-            await listener(camera_id)
 
 
 def _check_config(config: dict[str, Any]) -> None:

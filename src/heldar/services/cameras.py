@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ from heldar.media.urls import (
     validate_explicit_url,
 )
 from heldar.redaction import redact
+from heldar.services.listeners import ChangeListener, ChangeListeners
 
 DEFAULT_RTSP_PORT = 554
 DEFAULT_PRIORITY = 100
@@ -139,9 +140,6 @@ class Camera:
         return bool(self.password)
 
 
-ChangeListener = Callable[[str], Awaitable[None]]
-
-
 class CameraRegistry:
     """Stores cameras; notifies listeners (sampler, scheduler) after each committed change."""
 
@@ -149,11 +147,11 @@ class CameraRegistry:
         self._engine = engine
         self._clock = clock
         self._media_dir = media_dir
-        self._listeners: list[ChangeListener] = []
+        self._listeners = ChangeListeners()
         self._cleanup_dirs: list[Path] = []
 
     def on_change(self, listener: ChangeListener) -> None:
-        self._listeners.append(listener)
+        self._listeners.add(listener)
 
     def remove_dirs_on_delete(self, root: Path) -> None:
         """Delete ``root/<camera_id>`` when a camera is deleted (frames, snapshots)."""
@@ -196,7 +194,7 @@ class CameraRegistry:
             camera_id = spec.id
         else:
             camera_id = await self._insert_derived(values, slugify(spec.name))
-        await self._notify(camera_id)
+        await self._listeners.notify(camera_id)
         return await self.get(camera_id)
 
     async def patch(self, camera_id: str, change: CameraPatch) -> Camera:
@@ -226,7 +224,7 @@ class CameraRegistry:
             )
         if result.rowcount == 0:
             raise NotFound(f"camera '{camera_id}' does not exist")
-        await self._notify(camera_id)
+        await self._listeners.notify(camera_id)
         return await self.get(camera_id)
 
     async def delete(self, camera_id: str) -> None:
@@ -235,7 +233,7 @@ class CameraRegistry:
             result = await conn.execute(delete(cameras).where(cameras.c.id == camera_id))
         if result.rowcount == 0:
             raise NotFound(f"camera '{camera_id}' does not exist")
-        await self._notify(camera_id)
+        await self._listeners.notify(camera_id)
         for root in self._cleanup_dirs:
             await asyncio.to_thread(shutil.rmtree, root / camera_id, ignore_errors=True)
 
@@ -294,10 +292,6 @@ class CameraRegistry:
                 continue
             return candidate
         raise Conflict(f"no free id derived from '{base}'; give an explicit id")
-
-    async def _notify(self, camera_id: str) -> None:
-        for listener in self._listeners:
-            await listener(camera_id)
 
 
 def _check_id(camera_id: str) -> None:
