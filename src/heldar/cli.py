@@ -15,9 +15,10 @@ from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from heldar import __version__
 from heldar.config import Settings, load_settings, render_reference
@@ -202,7 +203,8 @@ def camera_add(
     if as_json:
         out.print_json(data=camera)
     else:
-        out.print(f"added camera [bold]{camera['id']}[/bold]: {camera['stream_urls']['main']}")
+        main_url = escape(str(camera["stream_urls"]["main"]))  # "[fe80::1]" is not markup
+        out.print(f"added camera [bold]{escape(camera['id'])}[/bold]: {main_url}")
 
 
 @camera_app.command("list")
@@ -215,12 +217,12 @@ def camera_list(api: ApiOption = None, as_json: JsonOption = False) -> None:
     table = Table("id", "name", "vendor", "enabled", "priority", "main stream")
     for cam in cameras:
         table.add_row(
-            cam["id"],
-            cam["name"],
+            escape(cam["id"]),
+            escape(cam["name"]),
             cam["vendor"],
             "yes" if cam["enabled"] else "no",
             str(cam["priority"]),
-            cam["stream_urls"]["main"] or "-",
+            escape(cam["stream_urls"]["main"] or "-"),
         )
     out.print(table)
 
@@ -236,6 +238,86 @@ def camera_rm(camera_id: str, api: ApiOption = None) -> None:
     """Delete a camera, its tasks, schedules and stored snapshots."""
     _request(api, "DELETE", f"/cameras/{_path_id(camera_id)}")
     out.print(f"deleted camera {camera_id}")
+
+
+# Sampler status (HTTP API client) -------------------------------------------------
+
+_STATE_STYLE = {
+    "sampling": "green",
+    "connecting": "cyan",
+    "budget_exhausted": "magenta",
+    "stalled": "red",
+    "offline": "red",
+    "error": "bold red",
+    "stopped": "dim",
+}
+_MS_PER_S = 1000
+_S_PER_MIN = 60
+
+
+@app.command("samplers")
+def samplers(api: ApiOption = None, as_json: JsonOption = False) -> None:
+    """Show the AI frame samplers: state, granted/requested fps, frame age, errors."""
+    rows = _request(api, "GET", "/ai/samplers")
+    if as_json:
+        out.print_json(data=rows)
+        return
+    if not rows:
+        out.print(
+            "no samplers: no enabled camera has an enabled AI task "
+            "(POST /api/v1/cameras/{id}/ai-tasks)",
+            highlight=False,
+        )
+        return
+    # Short columns never wrap; a long camera id folds. Errors go below the table, in full.
+    table = Table(
+        Column("camera", overflow="fold", min_width=10),
+        Column("profile", no_wrap=True),
+        Column("state", no_wrap=True),
+        Column("fps", justify="right", no_wrap=True),
+        Column("width", justify="right", no_wrap=True),
+        Column("age", justify="right", no_wrap=True),
+        Column("frames", justify="right", no_wrap=True),
+        Column("restarts", justify="right", no_wrap=True),
+        caption="fps: granted/requested (the budget may grant less)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    errors: list[str] = []
+    for row in rows:
+        state = str(row["state"])
+        table.add_row(
+            escape(row["camera_id"]),
+            escape(row["profile"]),
+            f"[{_STATE_STYLE.get(state, 'default')}]{escape(state)}[/]",
+            f"{_fps(row['fps'])}/{_fps(row['requested_fps'])}",
+            str(row["width"]),
+            _age(row["frame_age_ms"]),
+            str(row["frames_total"]),
+            str(row["restarts"]),
+        )
+        if row.get("last_error"):
+            label = f"{row['camera_id']}/{row['profile']}"
+            errors.append(f"[red]{escape(label)}[/red]: {escape(str(row['last_error']))}")
+    out.print(table)
+    for line in errors:  # ffmpeg messages hold [brackets]: escaped, never read as markup
+        out.print(line, soft_wrap=True, highlight=False)
+
+
+def _fps(value: float | None) -> str:
+    return "-" if value is None else f"{round(value, 2):g}"
+
+
+def _age(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < _MS_PER_S:
+        return f"{ms} ms"
+    seconds = ms / _MS_PER_S
+    if seconds < _S_PER_MIN:
+        return f"{seconds:.1f} s"
+    return f"{seconds / _S_PER_MIN:.1f} min"
 
 
 def _path_id(camera_id: str) -> str:

@@ -12,8 +12,10 @@ from heldar.api.cameras import CameraId
 from heldar.api.deps import KernelDep
 from heldar.clock import rfc3339
 from heldar.errors import InvalidInput, NotFound
+from heldar.kernel import Kernel
 from heldar.media.urls import Profile
 from heldar.services.budget import SamplerKey
+from heldar.services.cameras import Camera
 from heldar.services.sampler import SamplerState
 
 router = APIRouter(tags=["samplers"])
@@ -83,27 +85,22 @@ async def get_frame(
     task: Annotated[str | None, Query(description="The AI task the frame is for.")] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    await kernel.cameras.get(camera_id)  # 404 for an unknown camera
-    if if_none_match is not None and not _ETAG.match(if_none_match.strip()):
-        raise InvalidInput.field(
-            ("header", "if-none-match"), 'must be one entity tag as sent in ETag, e.g. "12-ab3f"'
-        )
-    known = if_none_match.strip().removeprefix("W/") if if_none_match else None
+    camera = await kernel.cameras.get(camera_id)  # 404 for an unknown camera
+    known = _parse_if_none_match(if_none_match)
     frames = kernel.frames
     frame = frames.latest(camera_id, profile.value)
     if frame is not None and known is not None and frame.etag == known and wait is not None:
-        frame = await frames.wait_newer(camera_id, profile.value, known, wait)
-        if frame is None and frames.latest(camera_id, profile.value) is not None:
-            return Response(status_code=304, headers={"Cache-Control": "no-store"})
+        # Long poll. The slot may be removed (sampler gone) or even replaced meanwhile, so
+        # whatever happened, answer from what the store holds now.
+        newer = await frames.wait_newer(camera_id, profile.value, known, wait)
+        frame = newer or frames.latest(camera_id, profile.value)
+    key = SamplerKey(camera_id, profile.value)
     if frame is None:
-        raise NotFound(
-            _no_frame_reason(
-                kernel.samplers.state_of(SamplerKey(camera_id, profile.value)), camera_id, profile
-            )
-        )
+        raise NotFound(_no_frame_reason(kernel, kernel.samplers.state_of(key), camera, profile))
     if known is not None and frame.etag == known:
+        # RFC 9110 §15.4.5: a 304 carries the ETag the 200 would have carried.
         return Response(status_code=304, headers={"Cache-Control": "no-store", "ETag": frame.etag})
-    state = kernel.samplers.state_of(SamplerKey(camera_id, profile.value))
+    state = kernel.samplers.state_of(key)
     return Response(
         content=frame.data,
         media_type="image/jpeg",
@@ -120,19 +117,40 @@ async def get_frame(
     )
 
 
+def _parse_if_none_match(value: str | None) -> str | None:
+    """The one strong-compared entity tag of ``If-None-Match`` (a ``W/`` prefix is dropped)."""
+    if value is None:
+        return None
+    tag = value.strip()
+    if not _ETAG.match(tag):
+        raise InvalidInput.field(
+            ("header", "if-none-match"),
+            'must be one entity tag as sent in the ETag header, e.g. "12-ab3f09c1d2e4"',
+        )
+    return tag.removeprefix("W/")
+
+
 def _age_ms(now_monotonic: float, captured_monotonic: float) -> int:
     return max(0, round((now_monotonic - captured_monotonic) * _MS_PER_S))
 
 
-def _no_frame_reason(state: SamplerState | None, camera_id: str, profile: Profile) -> str:
+def _no_frame_reason(
+    kernel: Kernel, state: SamplerState | None, camera: Camera, profile: Profile
+) -> str:
+    where = f"'{camera.id}/{profile.value}'"
     if state is None:
+        if not kernel.settings.ai_enabled:
+            return "no frame: AI sampling is switched off (HELDAR_AI_ENABLED=false)"
+        if not camera.enabled:
+            return f"no frame: camera '{camera.id}' is disabled; enable it to sample frames"
         return (
-            f"no frame: camera '{camera_id}' has no sampler on profile '{profile.value}'; "
-            "add an enabled AI task for it (POST /api/v1/cameras/{id}/ai-tasks)"
+            f"no frame: camera '{camera.id}' has no sampler on profile '{profile.value}'; "
+            f"add an enabled AI task for it (POST /api/v1/cameras/{camera.id}/ai-tasks "
+            f'with "stream_profile": "{profile.value}")'
         )
     if state is SamplerState.BUDGET_EXHAUSTED:
         return (
-            f"no frame: the sampler of '{camera_id}/{profile.value}' is not running "
-            "(budget_exhausted); raise HELDAR_AI_MAX_TOTAL_FPS or the camera priority"
+            f"no frame: the sampler {where} is not running (budget_exhausted); "
+            "raise HELDAR_AI_MAX_TOTAL_FPS / HELDAR_AI_MAX_SAMPLERS or the camera priority"
         )
-    return f"no frame yet: the sampler of '{camera_id}/{profile.value}' is {state.value}"
+    return f"no frame yet: the sampler {where} is {state.value}"

@@ -8,8 +8,9 @@
   process is stopped and the run ends.
 - After a run the sampler is ``offline`` (or ``stalled``) and waits ``backoff_delay_s``;
   the attempt counter resets after a run that delivered frames for ``HEALTHY_RUN_S``.
-- ``error`` (no usable URL, missing file, ffmpeg cannot start) retries on the slowest
-  backoff instead of crash-looping ffmpeg.
+- ``error``: no usable URL or a missing file source is re-checked every ``BACKOFF_MAX_S``
+  without spawning ffmpeg; a spawn failure retries on the normal backoff. Either way no
+  crash loop.
 
 Events are written on transitions only: ``sampler_offline`` when a sampler that was
 sampling goes offline or stalls (with the redacted stderr tail), ``sampler_online`` when it
@@ -61,6 +62,9 @@ class SamplerState(StrEnum):
     STOPPED = "stopped"
 
 
+_DOWN_STATES = frozenset({SamplerState.OFFLINE, SamplerState.STALLED})
+
+
 @dataclass(frozen=True, slots=True)
 class SamplerSpec:
     """Everything that determines the ffmpeg command; a change means a restart."""
@@ -84,15 +88,24 @@ def backoff_delay_s(attempt: int, rng: random.Random) -> float:
 
 
 def build_argv(ffmpeg_bin: str, spec: SamplerSpec, io_timeout_s: float) -> list[str]:
-    """The decoder command: rate first (fewer frames to scale), never upscale, JPEG to stdout."""
+    """The decoder command: rate first (fewer frames to scale), never upscale, JPEG to stdout.
+
+    The scaler converts to full range itself and hands the encoder plain ``yuv420p`` tagged
+    full range (the same JPEG bytes as the default path). The default path goes through the
+    deprecated ``yuvj420p``, which makes swscale print "deprecated pixel format used" warnings
+    that filled the stderr tail and became the ``reason`` of ``sampler_offline`` events.
+    """
     assert spec.url is not None
-    video_filter = f"fps={spec.fps:g},scale=w='min({spec.width},iw)':h=-2"
+    video_filter = (
+        f"fps={spec.fps:g},scale=w='min({spec.width},iw)':h=-2:out_range=full,format=yuv420p"
+    )
     return [
         ffmpeg_bin, "-nostdin", "-hide_banner", "-loglevel", "warning",
         *ffmpeg.input_args(spec.url, io_timeout_s),
         "-an", "-sn", "-dn",
         "-vf", video_filter,
-        "-c:v", "mjpeg", "-q:v", str(JPEG_QSCALE), "-f", "image2pipe", "pipe:1",
+        "-c:v", "mjpeg", "-q:v", str(JPEG_QSCALE), "-color_range", "pc", "-strict", "unofficial",
+        "-f", "image2pipe", "pipe:1",
     ]  # fmt: skip
 
 
@@ -135,7 +148,12 @@ class Sampler:
                     await asyncio.sleep(BACKOFF_MAX_S)
                     continue
                 started = self._clock.monotonic()
-                delivered = await self._run_once()
+                try:
+                    delivered = await self._run_once()
+                except Exception as exc:  # a bug here must not end every sampler's TaskGroup
+                    log.exception("sampler %s: unexpected failure", self._label)
+                    await self._set_error(f"internal error: {type(exc).__name__}")
+                    delivered = False
                 healthy = delivered and self._clock.monotonic() - started >= HEALTHY_RUN_S
                 attempt = 0 if healthy else attempt + 1
                 self.restarts += 1
@@ -164,7 +182,9 @@ class Sampler:
         delivered = False
         stalled = False
         self.pid = proc.pid
-        if self.state is not SamplerState.OFFLINE or not self._announced_offline:
+        # A retry during an announced outage keeps showing it (offline or stalled) until frames
+        # arrive, rather than flapping to connecting on every attempt.
+        if not (self._announced_offline and self.state in _DOWN_STATES):
             self.state = SamplerState.CONNECTING
         try:
             frames = read_frames(proc.stdout)
@@ -213,11 +233,8 @@ class Sampler:
             if self._announced_offline:
                 self._announced_offline = False
                 log.info("sampler %s is back online", self._label)
-                await self._events.append(
-                    "sampler_online",
-                    Severity.INFO,
-                    camera_id=self.key.camera_id,
-                    payload={"profile": self.key.profile},
+                await self._append_event(
+                    "sampler_online", Severity.INFO, {"profile": self.key.profile}
                 )
 
     async def _went_down(self, state: SamplerState, reason: str, stderr_tail: str) -> None:
@@ -227,17 +244,28 @@ class Sampler:
         if was_sampling and not self._announced_offline:
             self._announced_offline = True
             log.warning("sampler %s went %s: %s", self._label, state.value, reason)
-            await self._events.append(
+            await self._append_event(
                 "sampler_offline",
                 Severity.WARNING,
-                camera_id=self.key.camera_id,
-                payload={
+                {
                     "profile": self.key.profile,
                     "state": state.value,
                     "reason": reason,
                     "stderr_tail": stderr_tail,
                 },
             )
+
+    async def _append_event(
+        self, event_type: str, severity: Severity, payload: dict[str, object]
+    ) -> None:
+        """Log an event. A failed write (database locked, disk full) is logged, not raised: it
+        would end this sampler's task and, through the manager's TaskGroup, every sampler."""
+        try:
+            await self._events.append(
+                event_type, severity, camera_id=self.key.camera_id, payload=payload
+            )
+        except Exception:
+            log.exception("sampler %s: cannot log the %s event", self._label, event_type)
 
     async def _set_error(self, reason: str) -> None:
         if self.state is not SamplerState.ERROR or self.last_error != reason:
