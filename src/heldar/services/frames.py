@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,9 +45,11 @@ __all__ = ["Frame", "FrameStore", "frame_path"]
 # 12 hex digits (48 random bits) per slot: short enough for a header, and two slots of one
 # (camera, profile) drawing the same token is out of reach in practice.
 SLOT_TOKEN_BYTES = 6
-# A publish only fails to create its temp file when a remove() of the camera's other profile
-# deletes the (then empty) camera directory in between; one retry is enough, a few are cheap.
-_CREATE_ATTEMPTS = 3
+# Serialises "create the camera directory and a temp file in it" with "remove the empty camera
+# directory": without it, a remove() of the camera's other profile can delete the directory
+# between the two steps of a publish. Both sides are a couple of syscalls, so one process-wide
+# lock costs nothing measurable.
+_DIRECTORY_LOCK = threading.Lock()
 
 _Key = tuple[str, str]
 _T = TypeVar("_T")
@@ -253,15 +256,10 @@ def _write_atomically(path: Path, data: bytes) -> None:
     next frame replaces it and consumers check what they read.
     """
     directory = path.parent
-    for attempt in range(_CREATE_ATTEMPTS):
-        temp = directory / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            break
-        except FileNotFoundError:
-            if attempt + 1 == _CREATE_ATTEMPTS:
-                raise
-            directory.mkdir(parents=True, exist_ok=True)
+    temp = directory / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    with _DIRECTORY_LOCK:  # once the temp file exists, the directory is not empty
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -274,8 +272,11 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 def _delete_frame_file(path: Path) -> None:
     """Delete the frame file, temp files a crash left beside it, and the directory once empty."""
-    path.unlink(missing_ok=True)
-    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
-        leftover.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # not empty (the camera's other profile) or already gone
-        path.parent.rmdir()
+    with _DIRECTORY_LOCK:  # the sibling profile's delete or publish must not interleave
+        path.unlink(missing_ok=True)
+        if not path.parent.is_dir():
+            return
+        for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: the camera's other profile
+            path.parent.rmdir()
