@@ -45,13 +45,14 @@ async def list_samplers(kernel: KernelDep) -> list[SamplerOut]:
     """Every planned (camera, profile), in budget rank order."""
     out = []
     now = kernel.clock.monotonic()
-    for planned, sampler in kernel.samplers.status():
+    for status in kernel.samplers.status():
+        planned, sampler = status.planned, status.sampler
         frame = kernel.frames.latest(planned.key.camera_id, planned.key.profile)
         out.append(
             SamplerOut(
                 camera_id=planned.key.camera_id,
                 profile=Profile(planned.key.profile),
-                state=sampler.state if sampler else SamplerState.BUDGET_EXHAUSTED,
+                state=status.state,
                 fps=planned.grant.fps,
                 width=planned.grant.width,
                 requested_fps=planned.requested_fps,
@@ -82,7 +83,6 @@ async def get_frame(
     wait: Annotated[
         float | None, Query(gt=0, le=MAX_WAIT_S, description="Long-poll seconds.")
     ] = None,
-    task: Annotated[str | None, Query(description="The AI task the frame is for.")] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     camera = await kernel.cameras.get(camera_id)  # 404 for an unknown camera
@@ -94,13 +94,13 @@ async def get_frame(
         # whatever happened, answer from what the store holds now.
         newer = await frames.wait_newer(camera_id, profile.value, known, wait)
         frame = newer or frames.latest(camera_id, profile.value)
-    key = SamplerKey(camera_id, profile.value)
+    status = kernel.samplers.status_of(SamplerKey(camera_id, profile.value))
+    state = status.state if status else None
     if frame is None:
-        raise NotFound(_no_frame_reason(kernel, kernel.samplers.state_of(key), camera, profile))
+        raise NotFound(_no_frame_reason(kernel, state, camera, profile))
     if known is not None and frame.etag == known:
         # RFC 9110 §15.4.5: a 304 carries the ETag the 200 would have carried.
         return Response(status_code=304, headers={"Cache-Control": "no-store", "ETag": frame.etag})
-    state = kernel.samplers.state_of(key)
     return Response(
         content=frame.data,
         media_type="image/jpeg",

@@ -24,7 +24,6 @@ import logging
 import random
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
 from heldar.clock import Clock
 from heldar.errors import Unavailable
@@ -144,7 +143,7 @@ class Sampler:
             while True:
                 problem = self._source_problem()
                 if problem is not None:
-                    await self._set_error(problem)
+                    self._set_error(problem)
                     await asyncio.sleep(BACKOFF_MAX_S)
                     continue
                 started = self._clock.monotonic()
@@ -152,7 +151,7 @@ class Sampler:
                     delivered = await self._run_once()
                 except Exception as exc:  # a bug here must not end every sampler's TaskGroup
                     log.exception("sampler %s: unexpected failure", self._label)
-                    await self._set_error(f"internal error: {type(exc).__name__}")
+                    self._set_error(f"internal error: {type(exc).__name__}")
                     delivered = False
                 healthy = delivered and self._clock.monotonic() - started >= HEALTHY_RUN_S
                 attempt = 0 if healthy else attempt + 1
@@ -167,7 +166,7 @@ class Sampler:
         if url is None:
             return "no usable stream URL for this profile (set a URL or the camera address)"
         path = url.file_path
-        if path is not None and not Path(path).is_file():
+        if path is not None and not path.is_file():
             return f"file source {path} does not exist"
         return None
 
@@ -177,7 +176,7 @@ class Sampler:
         try:
             proc = await FfmpegProcess.start(argv, label=f"sampler {self._label}")
         except Unavailable as exc:
-            await self._set_error(exc.message)
+            self._set_error(exc.message)
             return False
         delivered = False
         stalled = False
@@ -267,7 +266,7 @@ class Sampler:
         except Exception:
             log.exception("sampler %s: cannot log the %s event", self._label, event_type)
 
-    async def _set_error(self, reason: str) -> None:
+    def _set_error(self, reason: str) -> None:
         if self.state is not SamplerState.ERROR or self.last_error != reason:
             log.warning("sampler %s error: %s", self._label, reason)
         self.state = SamplerState.ERROR

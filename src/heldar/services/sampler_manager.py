@@ -75,6 +75,18 @@ def plan(
     return planned
 
 
+@dataclass(frozen=True, slots=True)
+class SamplerStatus:
+    """A planned sampler and, unless the budget leaves it out, its running instance."""
+
+    planned: PlannedSampler
+    sampler: Sampler | None
+
+    @property
+    def state(self) -> SamplerState:
+        return self.sampler.state if self.sampler else SamplerState.BUDGET_EXHAUSTED
+
+
 @dataclass
 class _Running:
     sampler: Sampler
@@ -163,9 +175,11 @@ class SamplerManager:
 
     async def _stop(self, key: SamplerKey, *, remove_frame: bool) -> None:
         running = self._running.pop(key)
+        # Cancel before the first await: were this call cancelled later, the task is still
+        # on its way out instead of running on outside the running set.
+        running.task.cancel()
         if remove_frame:
             await self._frames.remove(key.camera_id, key.profile)
-        running.task.cancel()
         await asyncio.gather(running.task, return_exceptions=True)
         if remove_frame:
             # A publish that raced the cancellation must not leave a file behind.
@@ -176,16 +190,15 @@ class SamplerManager:
         for key in list(self._running):
             await self._stop(key, remove_frame=True)
 
-    def status(self) -> list[tuple[PlannedSampler, Sampler | None]]:
-        """The plan with each running sampler, in rank order."""
-        return [
-            (p, self._running[k].sampler if k in self._running else None)
-            for k, p in self._plan.items()
-        ]
+    def status(self) -> list[SamplerStatus]:
+        """Every planned sampler with its running instance, in rank order."""
+        return [self._status(planned) for planned in self._plan.values()]
 
-    def state_of(self, key: SamplerKey) -> SamplerState | None:
+    def status_of(self, key: SamplerKey) -> SamplerStatus | None:
+        """The status of one (camera, profile); None when no sampler is planned for it."""
         planned = self._plan.get(key)
-        if planned is None:
-            return None
-        running = self._running.get(key)
-        return running.sampler.state if running else SamplerState.BUDGET_EXHAUSTED
+        return None if planned is None else self._status(planned)
+
+    def _status(self, planned: PlannedSampler) -> SamplerStatus:
+        running = self._running.get(planned.key)
+        return SamplerStatus(planned, running.sampler if running else None)
