@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import psutil
@@ -25,12 +25,11 @@ import pytest
 from heldar.api.app import create_app
 from heldar.config import load_settings
 from heldar.services.budget import SamplerKey, SamplerRequest, allocate_budget
+from tests.support.polling import eventually
 from tests.support.rtsp_camera import RtspTestCamera
 
-T = TypeVar("T")
 Json = dict[str, Any]
 
-POLL_S = 0.05
 FIRST_FRAME_S = 20.0
 BUDGET_FPS = 3.0
 TASK_FPS = 3.0
@@ -80,17 +79,6 @@ async def samplers(client: httpx.AsyncClient) -> list[Json]:
 
 def granted(rows: list[Json]) -> list[tuple[str, float | None]]:
     return [(row["camera_id"], row["fps"]) for row in rows]
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout_s: float, what: str) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await probe()
-        if value is not None:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} did not happen within {timeout_s} s")
-        await asyncio.sleep(POLL_S)  # poll interval of a deadline loop
 
 
 async def all_sampling(client: httpx.AsyncClient, cameras: list[str]) -> list[Json]:

@@ -20,10 +20,10 @@ import asyncio
 import re
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import psutil
@@ -35,13 +35,12 @@ from heldar.config import load_settings
 from heldar.kernel import Kernel
 from heldar.media.jpeg import jpeg_dimensions
 from tests.support.binaries import ffmpeg_bin
+from tests.support.polling import eventually
 from tests.support.rtsp_camera import RtspTestCamera
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-T = TypeVar("T")
 
-POLL_S = 0.05
 FIRST_FRAME_S = 20.0  # ffmpeg start, RTSP handshake, next IDR, probing: about 3-5 s
 PROMPT_S = 2.0  # what the kernel answers "at once" (far below any long-poll wait used here)
 WIDTH = 320
@@ -117,17 +116,6 @@ async def _create_camera(
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout_s: float, what: str) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await probe()
-        if value is not None:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} did not happen within {timeout_s} s")
-        await asyncio.sleep(POLL_S)  # poll interval of a deadline loop
 
 
 def frame_url(camera_id: str) -> str:

@@ -23,7 +23,7 @@ from heldar.media.jpeg import jpeg_dimensions, read_frames
 from heldar.media.process import FfmpegProcess
 from heldar.services import frames as frames_module
 from heldar.services.frames import Frame, FrameStore
-from tests.support.binaries import ffmpeg_bin
+from tests.support.binaries import ffmpeg_bin, ffmpeg_cmd
 
 CAMERA = "cam_1"
 PROFILE = "sub"
@@ -140,7 +140,7 @@ async def decoded_frame_count(path: Path) -> int:
 async def test_readers_never_see_a_torn_file_while_ffmpeg_frames_pour_in(
     tmp_path: Path, store: FrameStore, clock: FakeClock
 ) -> None:
-    argv = [ffmpeg_bin(), "-nostdin", "-hide_banner", "-loglevel", "error"]
+    argv = ffmpeg_cmd()
     argv += ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"]
     argv += ["-f", "image2pipe", "-c:v", "mjpeg", "-q:v", "5", "pipe:1"]
     hammer = Hammer(store.path(CAMERA, PROFILE))

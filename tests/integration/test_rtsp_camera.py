@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from tests.support import processes
-from tests.support.binaries import ffmpeg_bin, ffprobe_bin
+from tests.support.binaries import ffmpeg_bin, ffmpeg_cmd, ffprobe_bin
 from tests.support.rtsp_camera import CAMERA_SCRIPT, SYSTEM_PYTHON, RtspTestCamera
 from tests.support.silent_rtsp import SilenceMode, SilentRtspServer
 
@@ -29,11 +29,7 @@ def grab_jpeg(url: str, *, fast_probe: bool = True) -> subprocess.CompletedProce
     """One frame from ``url`` as JPEG on stdout (the fast-probe flags are from SPEC §8)."""
     probe = ["-probesize", "32", "-analyzeduration", "0"] if fast_probe else []
     argv = [
-        ffmpeg_bin(),
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel",
-        "error",
+        *ffmpeg_cmd(),
         "-rtsp_transport",
         "tcp",
         *probe,
@@ -82,11 +78,7 @@ def jpeg_size(jpeg: bytes) -> tuple[int, int]:
 def decode_gray(jpeg: bytes) -> bytes:
     """Decode a JPEG to 8-bit gray pixels; fails on any decoder error."""
     argv = [
-        ffmpeg_bin(),
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel",
-        "error",
+        *ffmpeg_cmd(),
         "-xerror",
         "-f",
         "image2pipe",
@@ -187,11 +179,7 @@ def test_stop_ends_every_process_and_start_comes_back_on_the_same_port() -> None
 def test_silent_server_accepts_but_sends_no_video(mode: SilenceMode) -> None:
     with SilentRtspServer(mode=mode) as server:
         argv = [
-            ffmpeg_bin(),
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
+            *ffmpeg_cmd(),
             "-rtsp_transport",
             "tcp",
             "-timeout",

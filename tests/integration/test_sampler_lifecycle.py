@@ -18,10 +18,10 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import psutil
@@ -30,13 +30,12 @@ import pytest
 from heldar.api.app import create_app
 from heldar.config import Settings
 from heldar.services import sampler as sampler_module
+from tests.support.polling import eventually, throughout
 from tests.support.rtsp_camera import RtspTestCamera
 from tests.support.silent_rtsp import SilentRtspServer
 
-T = TypeVar("T")
 Json = dict[str, Any]
 
-POLL_S = 0.05
 # From creating a task to the first frame: ffmpeg start, RTSP handshake, the next IDR (GOP 2 s on
 # the session camera), probing. Takes about 1-3 s.
 FIRST_FRAME_S = 15.0
@@ -56,32 +55,6 @@ SECRET_PART = "s3cret"
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-async def eventually(
-    predicate: Callable[[], Awaitable[T | None]],
-    timeout_s: float,
-    what: str = "the condition",
-) -> T:
-    """Poll ``predicate`` until it returns something truthy, return that; fail at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} did not happen within {timeout_s:g} s (last: {value!r})")
-        await asyncio.sleep(POLL_S)  # poll interval of a deadline loop
-
-
-async def throughout(
-    predicate: Callable[[], Awaitable[bool]], duration_s: float, what: str
-) -> None:
-    """Check ``predicate`` at every poll for ``duration_s``: for things that must NOT happen."""
-    deadline = time.monotonic() + duration_s
-    while time.monotonic() < deadline:
-        assert await predicate(), what
-        await asyncio.sleep(POLL_S)  # poll interval of a deadline loop
 
 
 async def add_camera(client: httpx.AsyncClient, camera_id: str, **fields: Any) -> None:

@@ -37,3 +37,8 @@ def ffmpeg_bin() -> str:
 def ffprobe_bin() -> str:
     """The ffprobe binary to run, or RuntimeError saying how to provide one."""
     return _find("ffprobe", "HELDAR_FFPROBE_BIN")
+
+
+def ffmpeg_cmd() -> list[str]:
+    """The start of every test's ffmpeg command: no stdin, no banner, errors only."""
+    return [ffmpeg_bin(), "-nostdin", "-hide_banner", "-loglevel", "error"]

@@ -14,11 +14,11 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 
 from tests.support import processes
+from tests.support.service import Service
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -26,7 +26,7 @@ POLL_INTERVAL_S = 0.05
 _BOUND = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
 
-class KernelServer:
+class KernelServer(Service):
     def __init__(
         self, data_dir: Path, *, demo: bool = False, env: Mapping[str, str] | None = None
     ) -> None:
@@ -77,11 +77,3 @@ class KernelServer:
         if self.proc is None:
             return None
         return processes.stop(self.proc, STOP_TIMEOUT_S)
-
-    def __enter__(self) -> KernelServer:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -23,11 +23,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
 
 from tests.support import processes
 from tests.support.binaries import ffmpeg_bin, ffprobe_bin
+from tests.support.service import Service
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 CAMERA_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "test_camera.py"
@@ -60,7 +60,7 @@ class StartTimings:
     readable_s: float  # spawn until ffprobe read every mount
 
 
-class RtspTestCamera:
+class RtspTestCamera(Service):
     """A live H.264 RTSP camera on loopback, served by GStreamer, controlled from tests."""
 
     def __init__(
@@ -182,18 +182,6 @@ class RtspTestCamera:
         """Stop, then start again on the same port."""
         self.stop()
         self.start()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def server_stderr(self) -> str:
         """The tail of the server's stderr so far (for failure messages)."""

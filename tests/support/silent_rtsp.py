@@ -16,8 +16,9 @@ from __future__ import annotations
 import selectors
 import socket
 import threading
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
+
+from tests.support.service import Service
 
 SilenceMode = Literal["mute", "no-media"]
 
@@ -30,7 +31,7 @@ _SEND_TIMEOUT_S = 2.0
 _JOIN_TIMEOUT_S = 5.0
 
 
-class SilentRtspServer:
+class SilentRtspServer(Service):
     """A loopback TCP server that looks like an RTSP camera and sends no media."""
 
     def __init__(
@@ -94,18 +95,6 @@ class SilentRtspServer:
                 sock.close()
         self._wake_writer = self._wake_reader = None
         # The port is remembered, so url and port can still be read after stop.
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- server thread --------------------------------------------------------------------------
 

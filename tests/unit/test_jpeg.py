@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from heldar.media.jpeg import JpegSplitter, jpeg_dimensions, read_frames
 from heldar.media.process import FfmpegProcess
-from tests.support.binaries import ffmpeg_bin
+from tests.support.binaries import ffmpeg_cmd
 
 ENCODE_TIMEOUT_S = 30.0  # generous: encoding a dozen small frames takes well under a second
 CHUNKED = settings(max_examples=100, deadline=None)
@@ -36,11 +36,7 @@ class Samples:
 async def _encode(out_dir: Path, size: str, count: int) -> tuple[bytes, ...]:
     pattern = out_dir / f"{size}_%03d.jpg"
     argv = [
-        ffmpeg_bin(),
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel",
-        "error",
+        *ffmpeg_cmd(),
         "-f",
         "lavfi",
         "-i",
