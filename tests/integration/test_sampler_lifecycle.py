@@ -29,6 +29,7 @@ import pytest
 
 from heldar.api.app import create_app
 from heldar.config import Settings
+from heldar.kernel import Kernel
 from heldar.services import sampler as sampler_module
 from tests.support.polling import eventually, throughout
 from tests.support.rtsp_camera import RtspTestCamera
@@ -44,6 +45,9 @@ PROMPT_S = 5.0
 # A retry that finds the camera back: spawn, RTSP handshake, probing, first frame (about 2-3 s).
 RECONNECT_S = 5.0
 RATE_FPS = 2.0
+# A start-up burst delivers frames milliseconds apart; polling this often sees frame 1 alone.
+BURST_POLL_S = 0.002
+BURST_CHECK_FRAMES = 5
 RATE_TOLERANCE = 0.2
 RATE_FRAMES = 9  # frame intervals measured: about 4.5 s at 2 fps
 # The stall tests lower the watchdog floor (10 s in production) to this. The watchdog also bounds
@@ -203,7 +207,8 @@ async def test_frames_arrive_at_the_task_rate_and_are_never_upscaled(
     assert (big.headers["x-frame-width"], big.headers["x-frame-height"]) == ("640", "360")
 
     # Long-poll frame by frame: each answer comes when the next frame is published. The first
-    # answers are skipped (ffmpeg may hand over what it buffered while probing in one go).
+    # answers are left out of the rate, which is the steady state's (the start-up is the
+    # subject of the burst test).
     latest = await get_frame(client, "rate")
     seen: list[tuple[int, float, float]] = []  # (seq, captured_at, arrival on our clock)
     while len(seen) < 3 + RATE_FRAMES:
@@ -234,6 +239,32 @@ async def test_frames_arrive_at_the_task_rate_and_are_never_upscaled(
     assert listed["rate", "sub"]["fps"] == RATE_FPS
     assert listed["rate", "sub"]["restarts"] == 0
     assert listed["rate", "sub"]["frames_total"] >= seq1
+
+
+async def test_a_new_sampler_hands_over_no_burst_of_stale_frames(
+    client: httpx.AsyncClient, kernel: Kernel, rtsp_camera: RtspTestCamera
+) -> None:
+    """Frames are stamped when they arrive, so they must arrive when they were captured: ffmpeg
+    must not decode seconds of probed-and-buffered video in one go at start (seen: 4 frames in
+    10 ms, each stamped "now" though up to 1.5 s old)."""
+    await add_camera(client, "fresh", main_stream_url=rtsp_camera.url)
+    await add_task(client, "fresh", fps=RATE_FPS, width=320)
+    store = kernel.frames
+    deadline = time.monotonic() + FIRST_FRAME_S
+    while (first := store.latest("fresh", "sub")) is None:
+        assert time.monotonic() < deadline, "no first frame"
+        await asyncio.sleep(BURST_POLL_S)  # poll interval of a deadline loop
+    assert first.seq == 1, f"frame {first.seq} was already there when frame 1 was due"
+    min_gap_s = 0.5 / RATE_FPS  # half the frame interval: jitter passes, a burst does not
+    latest = first
+    while latest.seq < BURST_CHECK_FRAMES:
+        newer = await store.wait_newer("fresh", "sub", latest.etag, FIRST_FRAME_S)
+        assert newer is not None, "the sampler stopped delivering"
+        elapsed_s = newer.captured_monotonic - first.captured_monotonic
+        assert elapsed_s >= (newer.seq - 1) * min_gap_s, (
+            f"frame {newer.seq} came {elapsed_s:.3f} s after frame 1: a burst of stale frames"
+        )
+        latest = newer
 
 
 # -- 2. outage and recovery ----------------------------------------------------------------

@@ -20,6 +20,12 @@ from heldar.media.urls import StreamUrl
 # this is the backstop for one-shot jobs that have no watchdog of their own.
 DEFAULT_IO_TIMEOUT_S = 15.0
 VERSION_PROBE_TIMEOUT_S = 10.0
+# How much live RTSP ffmpeg reads to learn the stream before decoding. The default (5 s)
+# made it decode ~2 s of buffered video in one burst at start: frames stamped "now" that were
+# up to 1.5 s old. 0.5 s removed the burst and brought the first frame sooner on the test
+# camera (2.5 s against 2.1-3.9 s at 2 fps; `-fflags nobuffer` removed it too, but took 4.5 s
+# and produced a decode error). Stream dimensions still come from the first decoded frame.
+RTSP_ANALYZE_DURATION_S = 0.5
 _US_PER_S = 1_000_000
 
 
@@ -99,7 +105,8 @@ def input_args(url: StreamUrl, io_timeout_s: float = DEFAULT_IO_TIMEOUT_S) -> li
     timeout_us = str(int(io_timeout_s * _US_PER_S))
     scheme = url.scheme
     if scheme in ("rtsp", "rtsps"):
-        opts = ["-rtsp_transport", "tcp", "-timeout", timeout_us]
+        analyze_us = str(int(RTSP_ANALYZE_DURATION_S * _US_PER_S))
+        opts = ["-rtsp_transport", "tcp", "-timeout", timeout_us, "-analyzeduration", analyze_us]
     elif scheme in ("http", "https"):
         opts = ["-rw_timeout", timeout_us]
     elif scheme == "file":
