@@ -140,6 +140,11 @@ class Settings(BaseSettings):
         return self.snapshots_dir or self.data_dir / "snapshots"
 
     @property
+    def temp_dir(self) -> Path:
+        """Transient work files (exports being encoded); emptied at startup."""
+        return self.data_dir / "tmp"
+
+    @property
     def media_dir(self) -> Path:
         """Where `file://` camera sources must live (demo and test clips)."""
         return self.data_dir / "media"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,7 +30,13 @@ from heldar.services.ai_tasks import AiTaskRegistry
 from heldar.services.cameras import CameraCreate, CameraRegistry
 from heldar.services.events import EventLog
 from heldar.services.frames import FrameStore
+from heldar.services.grabber import Grabber
+from heldar.services.media_jobs import MediaJobs
+from heldar.services.retention import Retention, RetentionPolicy
 from heldar.services.sampler_manager import SamplerManager
+from heldar.services.scheduler import SnapshotScheduler
+from heldar.services.schedules import ScheduleRegistry
+from heldar.services.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,12 @@ class Kernel:
     events: EventLog
     frames: FrameStore
     samplers: SamplerManager
+    snapshots: SnapshotStore
+    media_jobs: MediaJobs
+    grabber: Grabber
+    schedules: ScheduleRegistry
+    scheduler: SnapshotScheduler
+    retention: Retention
     started_at: datetime
     started_monotonic: float
 
@@ -62,6 +75,8 @@ class Kernel:
             settings.media_dir,
         ):
             directory.mkdir(parents=True, exist_ok=True)
+        # Exports a crash interrupted; nothing there outlives the request that made it.
+        await asyncio.to_thread(shutil.rmtree, settings.temp_dir, ignore_errors=True)
         binaries = ffmpeg.discover(settings.ffmpeg_bin, settings.ffprobe_bin)
         version = await ffmpeg.probe_version(binaries.ffmpeg)
         engine = create_engine(settings.resolved_database_url)
@@ -91,6 +106,28 @@ class Kernel:
             )
             registry.on_change(samplers.on_change)
             tasks.on_change(samplers.on_change)
+            snapshots = SnapshotStore(engine, clock, settings.resolved_snapshots_dir)
+            await snapshots.reconcile()
+            media_jobs = MediaJobs(settings.media_job_concurrency)
+            grabber = Grabber(
+                cameras=registry,
+                frames=frames,
+                media_jobs=media_jobs,
+                clock=clock,
+                ffmpeg_bin=binaries.ffmpeg,
+            )
+            schedules = ScheduleRegistry(engine, clock)
+            scheduler = SnapshotScheduler(
+                schedules=schedules,
+                grabber=grabber,
+                store=snapshots,
+                events=events,
+                clock=clock,
+                reread_interval_s=settings.snapshot_scheduler_interval_s,
+            )
+            schedules.on_change(scheduler.on_change)
+            registry.on_change(scheduler.on_change)
+            retention = Retention(snapshots, events, clock, RetentionPolicy.from_settings(settings))
             kernel = cls(
                 settings=settings,
                 clock=clock,
@@ -102,6 +139,12 @@ class Kernel:
                 events=events,
                 frames=frames,
                 samplers=samplers,
+                snapshots=snapshots,
+                media_jobs=media_jobs,
+                grabber=grabber,
+                schedules=schedules,
+                scheduler=scheduler,
+                retention=retention,
                 started_at=clock.now(),
                 started_monotonic=clock.monotonic(),
             )
@@ -115,13 +158,21 @@ class Kernel:
                 binaries.ffmpeg_source,
             )
             async with asyncio.TaskGroup() as services:
-                sampling = services.create_task(samplers.run(), name="sampler manager")
+                children = [
+                    services.create_task(samplers.run(), name="sampler manager"),
+                    services.create_task(grabber.run(), name="grabber"),
+                    services.create_task(retention.run(), name="retention"),
+                ]
+                if settings.snapshot_scheduler_enabled:
+                    children.append(services.create_task(scheduler.run(), name="scheduler"))
                 try:
                     yield kernel
                 finally:
-                    sampling.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await sampling
+                    for child in children:
+                        child.cancel()
+                    for child in children:
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await child
         finally:
             await engine.dispose()
 

@@ -9,7 +9,7 @@ import pytest
 
 from heldar.kernel import Kernel
 
-CAMERA = {"id": "lobby", "name": "Lobby", "main_stream_url": "rtsp://192.0.2.1/main"}
+CAMERA = {"id": "lobby", "name": "Lobby", "main_stream_url": "rtsp://127.0.0.1:9/main"}
 
 
 @pytest.fixture

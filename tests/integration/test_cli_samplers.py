@@ -82,7 +82,7 @@ def test_table_shows_ffmpeg_errors_and_urls_verbatim(monkeypatch: pytest.MonkeyP
          "requested_fps": 3.0, "width": 1280, "requested_width": 1280, "frame_age_ms": None,
          "frames_total": 0, "restarts": 0, "last_error": None, "pid": None},
     ]  # fmt: skip
-    monkeypatch.setattr(cli, "_request", lambda *_args, **_kw: rows)
+    monkeypatch.setattr(cli.base, "request", lambda *_args, **_kw: rows)
     result = runner.invoke(app, ["samplers"])
     assert result.exit_code == 0, result.output
     cells = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip()}
@@ -91,7 +91,7 @@ def test_table_shows_ffmpeg_errors_and_urls_verbatim(monkeypatch: pytest.MonkeyP
     assert f"yard/main: {error}" in result.output
 
     camera = {"id": "v6", "stream_urls": {"main": "rtsp://***@[fe80::1]:554/Streaming/101"}}
-    monkeypatch.setattr(cli, "_request", lambda *_args, **_kw: camera)
+    monkeypatch.setattr(cli.base, "request", lambda *_args, **_kw: camera)
     added = runner.invoke(app, ["camera", "add", "v6", "--address", "fe80::1"])
     assert added.exit_code == 0, added.output
     assert "rtsp://***@[fe80::1]:554/Streaming/101" in added.output

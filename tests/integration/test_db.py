@@ -16,6 +16,7 @@ from heldar.db.engine import SQLITE_BUSY_TIMEOUT_MS, create_engine
 from heldar.db.schema import ai_tasks, cameras, metadata, snapshot_schedules
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+HEAD_REVISION = "0002"
 
 
 def _diff(connection: Connection) -> list[object]:
@@ -34,7 +35,41 @@ async def test_fresh_migrate_equals_declared_schema(tmp_path: Path) -> None:
             assert await conn.run_sync(_diff) == []
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         assert tables >= {t.name for t in metadata.sorted_tables}
-        assert await migrate.current_revision(engine) == "0001"
+        assert await migrate.current_revision(engine) == HEAD_REVISION
+    finally:
+        await engine.dispose()
+
+
+async def test_upgrade_from_0001_keeps_schedules_and_equals_fresh_schema(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    stamp = "2026-11-21 20:00:00.000000"
+    try:
+        await migrate.upgrade(engine, "0001")
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO cameras (id, name, record_stream, created_at, updated_at) "
+                    "VALUES ('cam', 'Cam', 'main', :t, :t)"
+                ),
+                {"t": stamp},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO snapshot_schedules (id, camera_id, interval_seconds, "
+                    "created_at, updated_at) VALUES ('snsch_1', 'cam', 60, :t, :t)"
+                ),
+                {"t": stamp},
+            )
+        await migrate.upgrade(engine)
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_diff) == []
+            rows = (
+                await conn.execute(
+                    text("SELECT id, interval_seconds, next_due_at FROM snapshot_schedules")
+                )
+            ).all()
+        assert [tuple(r) for r in rows] == [("snsch_1", 60, None)]
+        assert await migrate.current_revision(engine) == HEAD_REVISION
     finally:
         await engine.dispose()
 

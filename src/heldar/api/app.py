@@ -8,7 +8,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from heldar import __version__
-from heldar.api import ai_tasks, cameras, errors, events, samplers, system
+from heldar.api import (
+    ai_tasks,
+    cameras,
+    errors,
+    events,
+    media,
+    retention,
+    samplers,
+    snapshots,
+    system,
+    timelapse,
+)
 from heldar.clock import Clock
 from heldar.config import Settings
 from heldar.kernel import Kernel
@@ -35,4 +46,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(samplers.router, prefix=API_PREFIX)
     app.include_router(system.router, prefix=API_PREFIX)
+    app.include_router(snapshots.router, prefix=API_PREFIX)
+    app.include_router(retention.router, prefix=API_PREFIX)
+    app.include_router(timelapse.router, prefix=API_PREFIX)
+    app.include_router(media.router)
     return app

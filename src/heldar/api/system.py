@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from collections import Counter
 from datetime import datetime
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from heldar import __version__
 from heldar.api.deps import KernelDep
@@ -50,12 +51,29 @@ class DiskUsage(BaseModel):
     free_bytes: int
 
 
+class SamplerSummary(BaseModel):
+    total: int = Field(description="Planned samplers (enabled camera + enabled AI task).")
+    by_state: dict[str, int] = Field(description="Samplers per state; states with none left out.")
+
+
+class SnapshotSummary(BaseModel):
+    count: int
+    total_bytes: int
+    schedule_fires_total: int = Field(description="Fires since start.")
+    schedule_failures_total: int
+    schedule_skipped_total: int = Field(description="Fires skipped: the previous one still ran.")
+    media_jobs_running: int
+    media_jobs_limit: int
+
+
 class SystemInfo(BaseModel):
     version: str
     started_at: datetime
     uptime_s: float
     ffmpeg: str
     cameras: CameraCounts
+    samplers: SamplerSummary
+    snapshots: SnapshotSummary
     disk: DiskUsage
 
 
@@ -87,6 +105,9 @@ async def health(kernel: KernelDep) -> JSONResponse:
 @router.get("/system", response_model=SystemInfo)
 async def system(kernel: KernelDep) -> SystemInfo:
     total, enabled = await kernel.cameras.counts()
+    states = Counter(status.state.value for status in kernel.samplers.status())
+    snapshot_count, snapshot_bytes = await kernel.snapshots.usage()
+    stats = kernel.scheduler.stats
     data_dir = kernel.settings.data_dir
     usage = await asyncio.to_thread(shutil.disk_usage, data_dir)
     return SystemInfo(
@@ -95,6 +116,16 @@ async def system(kernel: KernelDep) -> SystemInfo:
         uptime_s=round(kernel.uptime_s(), 3),
         ffmpeg=kernel.ffmpeg_version,
         cameras=CameraCounts(total=total, enabled=enabled),
+        samplers=SamplerSummary(total=sum(states.values()), by_state=dict(sorted(states.items()))),
+        snapshots=SnapshotSummary(
+            count=snapshot_count,
+            total_bytes=snapshot_bytes,
+            schedule_fires_total=stats.fires_total,
+            schedule_failures_total=stats.failures_total,
+            schedule_skipped_total=stats.skipped_total,
+            media_jobs_running=kernel.media_jobs.running,
+            media_jobs_limit=kernel.media_jobs.limit,
+        ),
         disk=DiskUsage(
             path=str(data_dir.resolve()), total_bytes=usage.total, free_bytes=usage.free
         ),

@@ -105,6 +105,12 @@ snapshot_schedules = Table(
     Column("enabled", Boolean, nullable=False, server_default=true()),
     Column("last_fired_at", UtcDateTime, nullable=True, comment="due time of the last fire"),
     Column("last_error", Text, nullable=True, comment="redacted"),
+    Column(
+        "next_due_at",
+        UtcDateTime,
+        nullable=True,
+        comment="next point of the fire grid; null: due at once (created or re-enabled)",
+    ),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     CheckConstraint("interval_seconds BETWEEN 5 AND 86400", name="interval_seconds"),

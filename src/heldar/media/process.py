@@ -296,6 +296,13 @@ class FfmpegProcess:
         """The latest stderr lines, redacted, at most ``stderr_limit_bytes`` (UTF-8)."""
         return self._protocol.ring.text()
 
+    def failure_reason(self) -> str:
+        """The last non-blank stderr line (redacted), else the exit code: why the run ended."""
+        lines = [line.strip() for line in self.stderr_tail().splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+        return f"ffmpeg exited with code {self.returncode}"
+
     async def wait(self) -> int:
         """Wait until the child exits and return its returncode.
 

@@ -22,6 +22,7 @@ from heldar.db.schema import ai_tasks, cameras
 from heldar.errors import Conflict, InvalidInput, NotFound
 from heldar.ids import AI_TASK_PREFIX, SLUG_PATTERN, new_id
 from heldar.media.urls import Profile
+from heldar.services.cameras import require_camera
 from heldar.services.listeners import ChangeListener, ChangeListeners
 
 MIN_FPS, MAX_FPS = 0.1, 30.0
@@ -84,7 +85,7 @@ class AiTaskRegistry:
         self._listeners.add(listener)
 
     async def list_for_camera(self, camera_id: str) -> list[AiTask]:
-        await self._require_camera(camera_id)
+        await require_camera(self._engine, camera_id)
         query = (
             select(ai_tasks)
             .where(ai_tasks.c.camera_id == camera_id)
@@ -122,7 +123,7 @@ class AiTaskRegistry:
 
         Returns ``(task, created)``.
         """
-        await self._require_camera(camera_id)
+        await require_camera(self._engine, camera_id)
         _check_config(spec.config)
         existing = await self._find(camera_id, spec.task_type, spec.stream_profile)
         if existing is not None:
@@ -193,14 +194,6 @@ class AiTaskRegistry:
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).mappings().first()
         return None if row is None else _from_row(row)
-
-    async def _require_camera(self, camera_id: str) -> None:
-        async with self._engine.connect() as conn:
-            found = (
-                await conn.execute(select(cameras.c.id).where(cameras.c.id == camera_id))
-            ).first()
-        if found is None:
-            raise NotFound(f"camera '{camera_id}' does not exist")
 
 
 def _check_config(config: dict[str, Any]) -> None:

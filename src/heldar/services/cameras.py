@@ -294,6 +294,14 @@ class CameraRegistry:
         raise Conflict(f"no free id derived from '{base}'; give an explicit id")
 
 
+async def require_camera(engine: AsyncEngine, camera_id: str) -> None:
+    """NotFound unless the camera exists: for registries of things that belong to a camera."""
+    async with engine.connect() as conn:
+        found = (await conn.execute(select(cameras.c.id).where(cameras.c.id == camera_id))).first()
+    if found is None:
+        raise NotFound(f"camera '{camera_id}' does not exist")
+
+
 def _check_id(camera_id: str) -> None:
     if not is_slug(camera_id):
         raise InvalidInput.field(

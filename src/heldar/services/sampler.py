@@ -87,13 +87,7 @@ def backoff_delay_s(attempt: int, rng: random.Random) -> float:
 
 
 def build_argv(ffmpeg_bin: str, spec: SamplerSpec, io_timeout_s: float) -> list[str]:
-    """The decoder command: rate first (fewer frames to scale), never upscale, JPEG to stdout.
-
-    The scaler converts to full range itself and hands the encoder plain ``yuv420p`` tagged
-    full range (the same JPEG bytes as the default path). The default path goes through the
-    deprecated ``yuvj420p``, which makes swscale print "deprecated pixel format used" warnings
-    that filled the stderr tail and became the ``reason`` of ``sampler_offline`` events.
-    """
+    """The decoder command: rate first (fewer frames to scale), never upscale, JPEG to stdout."""
     assert spec.url is not None
     video_filter = (
         f"fps={spec.fps:g},scale=w='min({spec.width},iw)':h=-2:out_range=full,format=yuv420p"
@@ -101,10 +95,8 @@ def build_argv(ffmpeg_bin: str, spec: SamplerSpec, io_timeout_s: float) -> list[
     return [
         ffmpeg_bin, "-nostdin", "-hide_banner", "-loglevel", "warning",
         *ffmpeg.input_args(spec.url, io_timeout_s),
-        "-an", "-sn", "-dn",
         "-vf", video_filter,
-        "-c:v", "mjpeg", "-q:v", str(JPEG_QSCALE), "-color_range", "pc", "-strict", "unofficial",
-        "-f", "image2pipe", "pipe:1",
+        *ffmpeg.jpeg_output_args(JPEG_QSCALE),
     ]  # fmt: skip
 
 
@@ -207,7 +199,7 @@ class Sampler:
             reason = f"no frame for {timeout_s:g} s; restarting ffmpeg"
             await self._went_down(SamplerState.STALLED, reason, tail)
         else:
-            reason = _last_line(tail) or f"ffmpeg exited with code {proc.returncode}"
+            reason = proc.failure_reason()
             await self._went_down(SamplerState.OFFLINE, reason, tail)
         return delivered
 
@@ -275,8 +267,3 @@ class Sampler:
     @property
     def _label(self) -> str:
         return f"{self.key.camera_id}/{self.key.profile}"
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
