@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from heldar.config import Settings, load_settings
+from heldar.errors import NotFound
 from heldar.kernel import Kernel
 from heldar.media.jpeg import jpeg_dimensions
 from heldar.services.cameras import CameraCreate
@@ -248,9 +249,10 @@ async def test_same_millisecond_gets_a_suffix_never_an_overwrite(
 
 async def test_a_failed_insert_leaves_no_file(kernel: Kernel, jpeg: bytes) -> None:
     # No camera 'ghost': the foreign key refuses the row after the file was written.
-    with pytest.raises(Exception, match="FOREIGN KEY"):
+    with pytest.raises(NotFound, match="camera 'ghost' no longer exists"):
         await kernel.snapshots.store("ghost", shot(jpeg), taken_at=T0)
     assert files_under(kernel.snapshots.snapshots_dir) == set()
+    assert not (kernel.snapshots.snapshots_dir / "ghost").exists()
 
 
 async def test_deleting_a_camera_deletes_its_files_and_rows(

@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from heldar.clock import Clock
@@ -51,6 +53,9 @@ _FILE_NAME = re.compile(FILE_NAME_PATTERN)
 _TEMP_GLOB = ".*.tmp"
 # More snapshots of one camera in one millisecond than this means something is badly wrong.
 MAX_NAME_SUFFIX = 999
+# Serialises "create the camera directory and a temp file in it" with "remove the camera
+# directory once empty"; both are a couple of syscalls.
+_DIRECTORY_LOCK = threading.Lock()
 # Rows per statement when deleting or scanning: bounded memory and short write locks.
 BATCH_ROWS = 500
 
@@ -157,9 +162,14 @@ class SnapshotStore:
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(insert(snapshots).values(**values))
-        except BaseException:
+        except BaseException as exc:
             # Also on cancellation: a file without its row must not stay behind.
             await asyncio.shield(asyncio.to_thread(_remove_file, self._dir / relative))
+            if isinstance(exc, IntegrityError):  # deleted while the picture was being taken
+                owner = f" or schedule '{schedule_id}'" if schedule_id else ""
+                raise NotFound(
+                    f"snapshot not stored: camera '{camera_id}'{owner} no longer exists"
+                ) from None
             raise
         return _from_row(values)
 
@@ -281,9 +291,10 @@ class SnapshotStore:
 def _write_new_file(root: Path, camera_id: str, stem: str, data: bytes) -> str:
     """Write ``data`` under a fresh name in ``root/camera_id``; return the relative path."""
     directory = root / camera_id
-    directory.mkdir(parents=True, exist_ok=True)
     temp = directory / f".{stem}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    with _DIRECTORY_LOCK:  # once the temp file exists, the directory is not empty
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -302,7 +313,11 @@ def _write_new_file(root: Path, camera_id: str, stem: str, data: bytes) -> str:
 
 
 def _remove_file(path: Path) -> None:
-    path.unlink(missing_ok=True)
+    """Remove a snapshot file, and its camera's directory once empty (a deleted camera's)."""
+    with _DIRECTORY_LOCK:  # a writer between its mkdir and its temp file must not lose the dir
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: the usual case
+            path.parent.rmdir()
 
 
 def _remove_files(paths: Sequence[Path]) -> None:
