@@ -35,7 +35,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     "${missing[@]}" >/dev/null
 fi
 
-extra=""
+# run: the kernel plus what `heldar worker` needs; test: dev tools (which include worker).
+extra="[worker]"
 [ "$mode" = test ] && extra="[dev]"
 stamp="$VENV/.installed-${mode}"
 if [ ! -x "$VENV/bin/python" ]; then

@@ -34,6 +34,14 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+class IngestProvenance(StrEnum):
+    """Whether worker posts must carry a frame ticket (SPEC §7, worker protocol)."""
+
+    OFF = "off"  # ticketless posts are accepted silently
+    WARN = "warn"  # accepted, answered "ticketed": false, logged once per camera and task type
+    ENFORCE = "enforce"  # refused with 401
+
+
 class LogLevel(StrEnum):
     DEBUG = "debug"
     INFO = "info"
@@ -117,6 +125,11 @@ class Settings(BaseSettings):
         3,
         description="Concurrent one-shot ffmpeg jobs (live grabs, exports); past it the API "
         "answers 503 with `Retry-After`.",
+    )
+    ingest_provenance: IngestProvenance = Field(
+        IngestProvenance.WARN,
+        description="Worker posts without a frame ticket: `off` accepts them, `warn` accepts "
+        "and logs, `enforce` refuses them (401). A ticket that is sent is always verified.",
     )
     log_level: LogLevel = Field(LogLevel.INFO, description="`debug`, `info`, `warning`, `error`.")
     log_format: LogFormat = Field(

@@ -5,6 +5,8 @@
     KernelError                 base; ``message`` is safe to show (credentials redacted)
     ├── NotFound                a named resource does not exist            -> 404
     ├── InvalidInput            a field breaks a rule; names field + rule  -> 422
+    │   └── TooLarge            the request body is over its size limit    -> 413
+    ├── Unauthorized            a credential (frame ticket) is not valid   -> 401
     ├── Conflict                the request clashes with stored state      -> 409
     ├── Unavailable             a dependency (camera, ffmpeg, disk) failed -> 503
     │   └── Busy                a capacity limit is reached; retry later   -> 503 + Retry-After
@@ -54,6 +56,14 @@ class InvalidInput(KernelError):
         """Error for one field, e.g. ``InvalidInput.field(("body", "address"), "...")``."""
         name = ".".join(str(part) for part in loc if part != "body")
         return cls(f"{name}: {msg}", detail=[FieldProblem(loc, msg, type_)])
+
+
+class TooLarge(InvalidInput):
+    pass
+
+
+class Unauthorized(KernelError):
+    pass
 
 
 class Conflict(KernelError):

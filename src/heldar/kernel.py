@@ -28,17 +28,24 @@ from heldar.media import demo, ffmpeg
 from heldar.media.urls import Vendor
 from heldar.services.ai_tasks import AiTaskRegistry
 from heldar.services.cameras import CameraCreate, CameraRegistry
+from heldar.services.detections import DetectionStore
 from heldar.services.events import EventLog
 from heldar.services.frames import FrameStore
 from heldar.services.grabber import Grabber
+from heldar.services.ingest import Ingest
+from heldar.services.leases import LeaseBook
 from heldar.services.media_jobs import MediaJobs
 from heldar.services.retention import Retention, RetentionPolicy
 from heldar.services.sampler_manager import SamplerManager
 from heldar.services.scheduler import SnapshotScheduler
 from heldar.services.schedules import ScheduleRegistry
 from heldar.services.snapshots import SnapshotStore
+from heldar.services.tickets import TicketSigner, load_or_create_key
 
 log = logging.getLogger(__name__)
+
+# The frame-ticket signing key, beside the database (protect the data dir like a credential).
+TICKET_KEY_FILE = "ticket.key"
 
 
 @dataclass
@@ -59,6 +66,10 @@ class Kernel:
     schedules: ScheduleRegistry
     scheduler: SnapshotScheduler
     retention: Retention
+    leases: LeaseBook
+    tickets: TicketSigner
+    detections: DetectionStore
+    ingest: Ingest
     started_at: datetime
     started_monotonic: float
 
@@ -128,6 +139,16 @@ class Kernel:
             schedules.on_change(scheduler.on_change)
             registry.on_change(scheduler.on_change)
             retention = Retention(snapshots, events, clock, RetentionPolicy.from_settings(settings))
+            leases = LeaseBook(tasks, clock)
+            tickets = TicketSigner(load_or_create_key(settings.data_dir / TICKET_KEY_FILE))
+            detections = DetectionStore(engine, clock, events)
+            ingest = Ingest(
+                signer=tickets,
+                store=detections,
+                cameras=registry,
+                clock=clock,
+                provenance=settings.ingest_provenance,
+            )
             kernel = cls(
                 settings=settings,
                 clock=clock,
@@ -145,6 +166,10 @@ class Kernel:
                 schedules=schedules,
                 scheduler=scheduler,
                 retention=retention,
+                leases=leases,
+                tickets=tickets,
+                detections=detections,
+                ingest=ingest,
                 started_at=clock.now(),
                 started_monotonic=clock.monotonic(),
             )

@@ -112,7 +112,7 @@ def test_migrate_command(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert "revision 0002" in result.stdout
+    assert "revision 0003" in result.stdout
     assert (tmp_path / "d" / "heldar.db").is_file()
 
 

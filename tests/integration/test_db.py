@@ -16,7 +16,7 @@ from heldar.db.engine import SQLITE_BUSY_TIMEOUT_MS, create_engine
 from heldar.db.schema import ai_tasks, cameras, metadata, snapshot_schedules
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 def _diff(connection: Connection) -> list[object]:

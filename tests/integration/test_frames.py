@@ -235,9 +235,18 @@ async def test_wait_newer_returns_at_once_for_a_stale_or_no_etag(store: FrameSto
         assert await store.wait_newer(CAMERA, PROFILE, '"1-other"', DEADLINE_S) is second
 
 
-async def test_wait_newer_without_a_frame_returns_none_at_once(store: FrameStore) -> None:
-    async with asyncio.timeout(DEADLINE_S / 2):
-        assert await store.wait_newer(CAMERA, PROFILE, None, DEADLINE_S) is None
+async def test_wait_newer_without_a_frame_waits_for_the_first_one(store: FrameStore) -> None:
+    started = time.monotonic()
+    assert await store.wait_newer(CAMERA, PROFILE, None, SHORT_WAIT_S) is None  # timed out
+    assert time.monotonic() - started >= SHORT_WAIT_S * 0.9
+    waiters = [
+        asyncio.create_task(store.wait_newer(CAMERA, PROFILE, None, DEADLINE_S)) for _ in range(3)
+    ]
+    await asyncio.sleep(0)  # let them start waiting
+    first = await store.publish(CAMERA, PROFILE, JPEG, 320, 180)
+    async with asyncio.timeout(DEADLINE_S / 2):  # woken by the publish, not by the deadline
+        assert await asyncio.gather(*waiters) == [first] * 3
+    assert store._arrivals == {}  # nothing left behind for keys that got their frame
 
 
 async def test_wait_newer_wakes_every_waiter_on_publish(store: FrameStore) -> None:

@@ -19,6 +19,7 @@ from heldar.api import (
     snapshots,
     system,
     timelapse,
+    workers,
 )
 from heldar.clock import Clock
 from heldar.config import Settings
@@ -49,5 +50,6 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     app.include_router(snapshots.router, prefix=API_PREFIX)
     app.include_router(retention.router, prefix=API_PREFIX)
     app.include_router(timelapse.router, prefix=API_PREFIX)
+    app.include_router(workers.router, prefix=API_PREFIX)
     app.include_router(media.router)
     return app

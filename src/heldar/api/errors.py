@@ -10,15 +10,26 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from heldar.errors import Busy, Conflict, InvalidInput, KernelError, NotFound, Unavailable
+from heldar.errors import (
+    Busy,
+    Conflict,
+    InvalidInput,
+    KernelError,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
 from heldar.redaction import redact
 
 log = logging.getLogger(__name__)
 
-# Most specific first: Busy is an Unavailable.
+# Most specific first: Busy is an Unavailable, TooLarge an InvalidInput.
 STATUS_BY_KIND: tuple[tuple[type[KernelError], int], ...] = (
     (NotFound, 404),
+    (TooLarge, 413),
     (InvalidInput, 422),
+    (Unauthorized, 401),
     (Conflict, 409),
     (Busy, 503),
     (Unavailable, 503),

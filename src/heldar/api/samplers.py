@@ -11,12 +11,14 @@ from pydantic import BaseModel
 from heldar.api.cameras import CameraId
 from heldar.api.deps import KernelDep
 from heldar.clock import rfc3339
-from heldar.errors import InvalidInput, NotFound
+from heldar.errors import Conflict, InvalidInput, NotFound
 from heldar.kernel import Kernel
 from heldar.media.urls import Profile
+from heldar.services.ai_tasks import TASK_ID_PATTERN, AiTask
 from heldar.services.budget import SamplerKey
 from heldar.services.cameras import Camera
 from heldar.services.sampler import SamplerState
+from heldar.services.sampler_manager import SamplerStatus
 
 router = APIRouter(tags=["samplers"])
 
@@ -83,38 +85,73 @@ async def get_frame(
     wait: Annotated[
         float | None, Query(gt=0, le=MAX_WAIT_S, description="Long-poll seconds.")
     ] = None,
+    task: Annotated[
+        str | None,
+        Query(
+            pattern=TASK_ID_PATTERN,
+            description="The AI task the frame is for: leased tasks get an x-frame-ticket.",
+        ),
+    ] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
+    """The latest frame. ``wait`` long-polls: for a newer frame than ``If-None-Match`` (304 on
+    timeout), or for the first frame of a sampler that has none yet (404 on timeout)."""
     camera = await kernel.cameras.get(camera_id)  # 404 for an unknown camera
     known = _parse_if_none_match(if_none_match)
+    leased_task = await _frame_task(kernel, task, camera_id, profile) if task else None
     frames = kernel.frames
+    key = SamplerKey(camera_id, profile.value)
     frame = frames.latest(camera_id, profile.value)
-    if frame is not None and known is not None and frame.etag == known and wait is not None:
+    starting = frame is None and _may_deliver(kernel.samplers.status_of(key))
+    if wait is not None and (starting or (frame is not None and frame.etag == known)):
         # Long poll. The slot may be removed (sampler gone) or even replaced meanwhile, so
         # whatever happened, answer from what the store holds now.
         newer = await frames.wait_newer(camera_id, profile.value, known, wait)
         frame = newer or frames.latest(camera_id, profile.value)
-    status = kernel.samplers.status_of(SamplerKey(camera_id, profile.value))
+    status = kernel.samplers.status_of(key)
     state = status.state if status else None
     if frame is None:
         raise NotFound(_no_frame_reason(kernel, state, camera, profile))
     if known is not None and frame.etag == known:
         # RFC 9110 §15.4.5: a 304 carries the ETag the 200 would have carried.
         return Response(status_code=304, headers={"Cache-Control": "no-store", "ETag": frame.etag})
-    return Response(
-        content=frame.data,
-        media_type="image/jpeg",
-        headers={
-            "Cache-Control": "no-store",
-            "ETag": frame.etag,
-            "x-frame-seq": str(frame.seq),
-            "x-frame-captured-at": rfc3339(frame.captured_at),
-            "x-frame-age-ms": str(_age_ms(kernel.clock.monotonic(), frame.captured_monotonic)),
-            "x-frame-width": str(frame.width),
-            "x-frame-height": str(frame.height),
-            "x-sampler-state": state.value if state else SamplerState.STOPPED.value,
-        },
-    )
+    headers = {
+        "Cache-Control": "no-store",
+        "ETag": frame.etag,
+        "x-frame-seq": str(frame.seq),
+        "x-frame-captured-at": rfc3339(frame.captured_at),
+        "x-frame-age-ms": str(_age_ms(kernel.clock.monotonic(), frame.captured_monotonic)),
+        "x-frame-width": str(frame.width),
+        "x-frame-height": str(frame.height),
+        "x-sampler-state": state.value if state else SamplerState.STOPPED.value,
+    }
+    if leased_task is not None and kernel.leases.holder(leased_task.id) is not None:
+        headers["x-frame-ticket"] = kernel.tickets.issue(
+            task_id=leased_task.id,
+            task_type=leased_task.task_type,
+            camera_id=camera_id,
+            frame_id=frame.frame_id,
+            captured_at=frame.captured_at,
+            now=kernel.clock.now(),
+        )
+    return Response(content=frame.data, media_type="image/jpeg", headers=headers)
+
+
+async def _frame_task(kernel: Kernel, task_id: str, camera_id: str, profile: Profile) -> AiTask:
+    """The task a frame is fetched for; it must sample this camera and profile."""
+    task = await kernel.ai_tasks.get(task_id)  # 404 for an unknown task
+    if task.camera_id != camera_id or task.stream_profile is not profile:
+        raise Conflict(
+            f"task '{task_id}' samples camera '{task.camera_id}' profile "
+            f"'{task.stream_profile.value}', not '{camera_id}' profile '{profile.value}'; "
+            "use the task's frame_url"
+        )
+    return task
+
+
+def _may_deliver(status: SamplerStatus | None) -> bool:
+    """Whether waiting can bring a first frame: a sampler runs (it may be connecting)."""
+    return status is not None and status.state is not SamplerState.BUDGET_EXHAUSTED
 
 
 def _parse_if_none_match(value: str | None) -> str | None:

@@ -66,6 +66,19 @@ class SnapshotSummary(BaseModel):
     media_jobs_limit: int
 
 
+class LiveWorker(BaseModel):
+    worker_id: str
+    lease_expires_at: datetime
+    tasks: int = Field(description="Tasks it holds.")
+
+
+class WorkerSummary(BaseModel):
+    live: list[LiveWorker] = Field(description="Workers with a live lease.")
+    posts_total: int = Field(description="Accepted posts since start.")
+    detections_total: int
+    duplicate_posts_total: int = Field(description="Repeats of a posted frame: nothing stored.")
+
+
 class SystemInfo(BaseModel):
     version: str
     started_at: datetime
@@ -74,6 +87,7 @@ class SystemInfo(BaseModel):
     cameras: CameraCounts
     samplers: SamplerSummary
     snapshots: SnapshotSummary
+    workers: WorkerSummary
     disk: DiskUsage
 
 
@@ -125,6 +139,15 @@ async def system(kernel: KernelDep) -> SystemInfo:
             schedule_skipped_total=stats.skipped_total,
             media_jobs_running=kernel.media_jobs.running,
             media_jobs_limit=kernel.media_jobs.limit,
+        ),
+        workers=WorkerSummary(
+            live=[
+                LiveWorker(worker_id=w, lease_expires_at=expires_at, tasks=n)
+                for w, expires_at, n in kernel.leases.summary()
+            ],
+            posts_total=kernel.detections.posts_total,
+            detections_total=kernel.detections.detections_total,
+            duplicate_posts_total=kernel.detections.duplicates_total,
         ),
         disk=DiskUsage(
             path=str(data_dir.resolve()), total_bytes=usage.total, free_bytes=usage.free

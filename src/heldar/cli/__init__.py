@@ -5,7 +5,7 @@
 API, so every change goes through the same validation and takes effect at once.
 """
 
-from heldar.cli import cameras, samplers, server, snapshots
+from heldar.cli import cameras, samplers, server, snapshots, worker
 from heldar.cli.base import app, main
 
-__all__ = ["app", "cameras", "main", "samplers", "server", "snapshots"]
+__all__ = ["app", "cameras", "main", "samplers", "server", "snapshots", "worker"]

@@ -184,3 +184,15 @@ detections = Table(
     Index(None, "camera_id", "timestamp"),
     Index(None, "camera_id", "frame_id"),
 )
+
+ingested_frames = Table(
+    "ingested_frames",
+    metadata,
+    Column("camera_id", String(SLUG_LEN), primary_key=True, comment="no FK: like events"),
+    Column("task_type", String(SLUG_LEN), primary_key=True),
+    Column("frame_id", String(128), primary_key=True),
+    Column("detections", Integer, nullable=False, comment="rows stored for this post"),
+    Column("ticketed", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    comment="one row per accepted worker post with a frame_id: repeats are duplicates",
+)

@@ -68,21 +68,35 @@ class EventLog:
         payload: dict[str, Any] | None = None,
         timestamp: datetime | None = None,
     ) -> int:
-        now = self._clock.now()
+        values = self.row(
+            event_type, severity, camera_id=camera_id, payload=payload, timestamp=timestamp
+        )
         async with self._engine.begin() as conn:
-            result = await conn.execute(
-                insert(events).values(
-                    camera_id=camera_id,
-                    event_type=event_type,
-                    severity=severity.value,
-                    timestamp=timestamp or now,
-                    payload=redact_payload(payload or {}),
-                    created_at=now,
-                )
-            )
+            result = await conn.execute(insert(events).values(**values))
         key = result.inserted_primary_key
         assert key is not None
         return int(key[0])
+
+    def row(
+        self,
+        event_type: str,
+        severity: Severity,
+        *,
+        camera_id: str | None = None,
+        payload: dict[str, Any] | None = None,
+        timestamp: datetime | None = None,
+    ) -> dict[str, Any]:
+        """The values of an event row (payload redacted), for inserting within another
+        transaction (a worker post stores its event with its detections, or neither)."""
+        now = self._clock.now()
+        return {
+            "camera_id": camera_id,
+            "event_type": event_type,
+            "severity": severity.value,
+            "timestamp": timestamp or now,
+            "payload": redact_payload(payload or {}),
+            "created_at": now,
+        }
 
     async def query(
         self,

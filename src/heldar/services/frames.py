@@ -68,9 +68,14 @@ class Frame:
     token: str  # the slot's random token; differs for every slot ever created
 
     @property
+    def frame_id(self) -> str:
+        """``<seq>-<token>``: names this frame among all frames ever published (workers post it)."""
+        return f"{self.seq}-{self.token}"
+
+    @property
     def etag(self) -> str:
         """A strong HTTP entity tag, unique across slots: ``"<seq>-<token>"``."""
-        return f'"{self.seq}-{self.token}"'
+        return f'"{self.frame_id}"'
 
 
 def frame_path(frames_dir: Path, camera_id: str, profile: str) -> Path:
@@ -115,6 +120,8 @@ class FrameStore:
         # Per (camera_id, profile), not per slot: a new slot's first write must queue behind the
         # removal of its predecessor's file. Entries live only while someone uses them.
         self._path_locks: dict[_Key, _PathLock] = {}
+        # Set (and dropped) when a slot gets its first frame: for waiters that came before it.
+        self._arrivals: dict[_Key, asyncio.Event] = {}
 
     @property
     def frames_dir(self) -> Path:
@@ -161,6 +168,9 @@ class FrameStore:
                 return frame
             slot.latest = frame
             slot.wake()
+            arrival = self._arrivals.pop(key, None)
+            if arrival is not None:
+                arrival.set()
         return frame
 
     async def wait_newer(
@@ -168,14 +178,25 @@ class FrameStore:
     ) -> Frame | None:
         """The latest frame if its ETag is not ``etag``; else wait for the next one.
 
-        Returns None when ``timeout_s`` passes first, when the slot is removed meanwhile, or at
-        once when the slot has no frame. ``etag=None`` matches no frame.
+        When the slot has no frame yet, wait for its first one. Returns None when ``timeout_s``
+        passes first, or when the slot is removed meanwhile. ``etag=None`` matches no frame.
         """
-        slot = self._slots.get((camera_id, profile))
-        if slot is None:
-            return None
+        key = (camera_id, profile)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout_s, 0.0)
+        slot = self._slots.get(key)
+        while slot is None or slot.latest is None:
+            arrival = self._arrivals.get(key)
+            if arrival is None:
+                arrival = self._arrivals[key] = asyncio.Event()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await arrival.wait()
+            except TimeoutError:
+                if self._arrivals.get(key) is arrival and not arrival.is_set():
+                    del self._arrivals[key]  # other waiters of it re-create it
+                return None
+            slot = self._slots.get(key)
         while True:
             frame = slot.latest
             if slot.removed or frame is None:
