@@ -256,6 +256,8 @@ def _detection(**overrides: Any) -> dict[str, Any]:
         ({"detections": [_detection(confidence=1.01)]}, "confidence"),
         ({"detections": [_detection(label="")]}, "label"),
         ({"detections": [_detection()] * 1001}, "detections"),
+        ({"detections": [_detection(attributes={"a": "x" * 17_000})]}, "attributes"),
+        ({"event": {"event_type": "x", "payload": {"a": "x" * 70_000}}}, "payload"),
         ({"event": {"event_type": "sampler_offline"}}, "event_type"),
         ({"event": {"event_type": "disk_low"}}, "event_type"),
         ({"event": {"event_type": "x", "severity": "critical"}}, "severity"),

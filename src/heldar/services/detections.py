@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,8 +35,23 @@ BBOX_TOLERANCE = 1e-6
 # Event types a worker may not use: the kernel's own (SPEC: sampler_, snapshot_, camera_, disk_).
 KERNEL_EVENT_PREFIXES = ("sampler_", "snapshot_", "camera_", "disk_")
 
+
+def _at_most_json_bytes(limit: int) -> AfterValidator:
+    """Annotations, not data: a JSON object of at most ``limit`` bytes keeps rows small."""
+
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, separators=(",", ":")).encode("utf-8"))
+        if size > limit:
+            raise ValueError(f"must be at most {limit} bytes as JSON (got {size})")
+        return value
+
+    return AfterValidator(check)
+
+
 Slug = Annotated[str, Field(pattern=SLUG_PATTERN)]
 Unit = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Attributes = Annotated[dict[str, Any], _at_most_json_bytes(MAX_ATTRIBUTES_BYTES)]
+EventPayload = Annotated[dict[str, Any], _at_most_json_bytes(MAX_EVENT_PAYLOAD_BYTES)]
 
 
 class DetectionIn(BaseModel):
@@ -46,7 +61,7 @@ class DetectionIn(BaseModel):
     confidence: Unit
     bbox: tuple[Unit, Unit, Unit, Unit] = Field(description="[x, y, w, h], normalised 0..1.")
     track_id: Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)] | None = None
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: Attributes = Field(default_factory=dict)
 
     @field_validator("bbox")
     @classmethod
@@ -56,19 +71,13 @@ class DetectionIn(BaseModel):
             raise ValueError("box must lie inside the frame: x + w <= 1 and y + h <= 1")
         return bbox
 
-    @field_validator("attributes")
-    @classmethod
-    def _small(cls, attributes: dict[str, Any]) -> Any:
-        _check_size(attributes, MAX_ATTRIBUTES_BYTES)
-        return attributes
-
 
 class WorkerEventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_type: Slug
     severity: Literal["info", "warning"] = "info"
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: EventPayload = Field(default_factory=dict)
 
     @field_validator("event_type")
     @classmethod
@@ -78,12 +87,6 @@ class WorkerEventIn(BaseModel):
                 f"must not start with a kernel prefix ({', '.join(KERNEL_EVENT_PREFIXES)})"
             )
         return event_type
-
-    @field_validator("payload")
-    @classmethod
-    def _small(cls, payload: dict[str, Any]) -> Any:
-        _check_size(payload, MAX_EVENT_PAYLOAD_BYTES)
-        return payload
 
 
 class IngestRequest(BaseModel):
@@ -102,12 +105,6 @@ class IngestRequest(BaseModel):
         default_factory=list
     )
     event: WorkerEventIn | None = None
-
-
-def _check_size(value: dict[str, Any], limit: int) -> None:
-    size = len(json.dumps(value, separators=(",", ":")).encode("utf-8"))
-    if size > limit:
-        raise ValueError(f"must be at most {limit} bytes as JSON (got {size})")
 
 
 @dataclass(frozen=True, slots=True)
