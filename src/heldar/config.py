@@ -34,6 +34,14 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+class DecodeMode(StrEnum):
+    """How samplers decode (performance issue): every frame, or keyframes only."""
+
+    AUTO = "auto"  # keyframes while the grant is at or below the stream's keyframe rate
+    KEYFRAMES = "keyframes"  # keyframes only, always (a grant above the keyframe rate gets less)
+    ALL = "all"  # every frame
+
+
 class IngestProvenance(StrEnum):
     """Whether worker posts must carry a frame ticket (SPEC §7, worker protocol)."""
 
@@ -96,6 +104,12 @@ class Settings(BaseSettings):
     )
     ai_max_samplers: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
         None, description="Cap on concurrently running decoders. Default: budget / 0.5."
+    )
+    ai_decode_mode: DecodeMode = Field(
+        DecodeMode.AUTO,
+        description="`auto` decodes only keyframes while a sampler's grant is at or below the "
+        "stream's keyframe rate (learned from the stream) and every frame above it; "
+        "`keyframes` or `all` force one way.",
     )
     default_ai_fps: Annotated[float, Field(ge=0.1, le=30)] = Field(
         5.0, description="Task frame rate when a task omits it (0.1 to 30)."

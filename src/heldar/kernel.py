@@ -114,6 +114,7 @@ class Kernel:
                 ai_enabled=settings.ai_enabled,
                 budget_fps=settings.ai_max_total_fps,
                 max_samplers=settings.max_samplers,
+                decode_mode=settings.ai_decode_mode,
             )
             registry.on_change(samplers.on_change)
             tasks.on_change(samplers.on_change)

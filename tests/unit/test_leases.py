@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -95,6 +96,16 @@ def test_filters_and_caps() -> None:
     assert nobody == {}
 
 
+def test_a_filtered_worker_is_not_starved_by_a_holder_of_its_type() -> None:
+    persons = [TaskRef(f"ai_p{i}", "person") for i in range(5)]
+    motions = [TaskRef(f"ai_m{i}", "motion") for i in range(5)]
+    holdings = {t.task_id: "b" for t in persons}  # b happened to take every person task
+    share = share_tasks([*persons, *motions], [worker("b"), worker("p", {"person"}, 2)], holdings)
+    assert loads(share) == {"b": 8, "p": 2}
+    assert sum(1 for t in persons if share[t.task_id] == "b") == 3  # b gives two up, keeps three
+    assert all(share[t.task_id] == "b" for t in motions)
+
+
 @given(
     n_tasks=st.integers(0, 60),
     n_workers=st.integers(1, 8),
@@ -110,11 +121,15 @@ def test_share_is_balanced_and_keeps_fair_holdings(
     assert set(share) == {t.task_id for t in tasks}  # everything is assigned
     counts = [loads(share).get(w.worker_id, 0) for w in workers]
     assert max(counts, default=0) - min(counts, default=0) <= 1  # five and five, not 7 and 3
-    quota = -(-n_tasks // n_workers)
-    for w in workers:  # nobody loses a task it was fairly holding
+    floor_share = n_tasks // n_workers
+    for w in workers:  # nobody loses a task it holds while under its fair share
         held_before = sum(1 for h in holdings.values() if h == w.worker_id)
         kept = sum(1 for t, h in holdings.items() if h == w.worker_id and share[t] == h)
-        assert kept >= min(held_before, quota)
+        assert kept >= min(held_before, floor_share)
+    live = {w.worker_id for w in workers}
+    held_live = {t: h for t, h in holdings.items() if h in live}
+    if all(n == 1 for n in Counter(held_live.values()).values()):
+        assert all(share[t] == h for t, h in held_live.items())  # one task each: nothing moves
     assert share == share_tasks(tasks, workers, holdings)  # deterministic
 
 

@@ -6,11 +6,12 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from heldar.api.cameras import CameraId
 from heldar.api.deps import KernelDep
 from heldar.clock import rfc3339
+from heldar.config import DecodeMode
 from heldar.errors import Conflict, InvalidInput, NotFound
 from heldar.kernel import Kernel
 from heldar.media.urls import Profile
@@ -40,6 +41,12 @@ class SamplerOut(BaseModel):
     restarts: int
     last_error: str | None
     pid: int | None
+    decode_mode: DecodeMode | None = Field(
+        description="keyframes or all: how the running decoder decodes; null when not running."
+    )
+    keyframe_interval_s: float | None = Field(
+        description="The stream's keyframe interval, learned from the stream; null until known."
+    )
 
 
 @router.get("/ai/samplers", response_model=list[SamplerOut])
@@ -64,6 +71,8 @@ async def list_samplers(kernel: KernelDep) -> list[SamplerOut]:
                 restarts=sampler.restarts if sampler else 0,
                 last_error=sampler.last_error if sampler else None,
                 pid=sampler.pid if sampler else None,
+                decode_mode=planned.spec.mode if planned.spec else None,
+                keyframe_interval_s=kernel.samplers.keyframe_interval_s(planned.key),
             )
         )
     return out

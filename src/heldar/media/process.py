@@ -35,7 +35,7 @@ import os
 import re
 import signal
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -84,7 +84,13 @@ class StderrRing:
     line) is bounded the same way.
     """
 
-    def __init__(self, limit_bytes: int = DEFAULT_STDERR_LIMIT_BYTES) -> None:
+    def __init__(
+        self,
+        limit_bytes: int = DEFAULT_STDERR_LIMIT_BYTES,
+        line_hook: Callable[[str], str | None] | None = None,
+    ) -> None:
+        """``line_hook`` sees each whole (redacted) line first and returns what to store:
+        the line, an edited line, or None to keep it out of the tail (e.g. parsed info lines)."""
         if limit_bytes < MIN_STDERR_LIMIT_BYTES:
             raise ValueError(f"limit_bytes must be >= {MIN_STDERR_LIMIT_BYTES}, got {limit_bytes}")
         self._limit_bytes = limit_bytes
@@ -95,6 +101,7 @@ class StderrRing:
         self._last_is_progress = False  # last stored line ended with a lone \r
         self._pending = ""  # raw (unredacted) start of the current line; never read out
         self._skipping = False  # rest of an overlong line whose head is already stored
+        self._line_hook = line_hook
 
     @property
     def limit_bytes(self) -> int:
@@ -139,7 +146,11 @@ class StderrRing:
         if self._skipping:
             self._skipping = False
         elif self._pending:
-            self._store(redact(self._pending), progress=progress)
+            line: str | None = redact(self._pending)
+            if self._line_hook is not None and line is not None:
+                line = self._line_hook(line)
+            if line is not None:
+                self._store(line, progress=progress)
         elif not progress:
             # An empty line (the \n of "progress\r\n", or a blank line) commits a progress line.
             self._last_is_progress = False
@@ -234,8 +245,11 @@ class FfmpegProcess:
         capture_stdout: bool = True,
         stderr_limit_bytes: int = DEFAULT_STDERR_LIMIT_BYTES,
         stdout_limit_bytes: int = DEFAULT_STDOUT_LIMIT_BYTES,
+        stderr_line_hook: Callable[[str], str | None] | None = None,
     ) -> Self:
         """Spawn ``argv`` (no shell); stdin is /dev/null, stdout a pipe if ``capture_stdout``.
+
+        ``stderr_line_hook``: see :class:`StderrRing` (it runs in the event loop: keep it cheap).
 
         Raises :class:`~heldar.errors.Unavailable` (message redacted, naming the binary) when the
         program cannot be spawned.
@@ -243,7 +257,7 @@ class FfmpegProcess:
         if not argv:
             raise ValueError("argv must name a program")
         program, *args = argv
-        ring = StderrRing(stderr_limit_bytes)
+        ring = StderrRing(stderr_limit_bytes, stderr_line_hook)
         stdout = asyncio.StreamReader(limit=stdout_limit_bytes) if capture_stdout else None
         loop = asyncio.get_running_loop()
         try:

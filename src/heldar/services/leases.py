@@ -4,8 +4,8 @@ Decision and bookkeeping are split:
 
 * :func:`share_tasks` is pure: from the tasks, the live workers (their task-type filters and
   ``max_tasks``) and who holds what now, it says who *should* hold each task: a fair share
-  (each worker at most ``ceil(tasks / workers)``, then its own cap), keeping current holdings
-  where that is fair, so tasks do not move for nothing.
+  (balanced loads, respecting filters and caps), keeping current holdings where that is fair,
+  so tasks do not move for nothing.
 * :class:`LeaseBook` keeps the live workers and the holdings in memory (a kernel restart
   simply makes workers lease again) and applies the share on every lease call of a worker, for
   that worker only: it gives up what the share moved away at once, and takes a task the share
@@ -20,7 +20,7 @@ A worker is live while its lease has not expired; every lease call and every
 from __future__ import annotations
 
 import logging
-import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -61,40 +61,69 @@ def share_tasks(
 ) -> dict[str, str]:
     """task id -> worker id: who should hold each task (tasks nobody can take are left out).
 
-    Each worker's quota is ``min(max_tasks, ceil(assignable / workers))``. Pass 1 keeps the
-    current holder of a task while it is live, accepts the type and is under its quota (tasks in
-    id order, so who keeps what is deterministic). Pass 2 gives every other task to the eligible
-    worker under its quota with the fewest tasks (then the smallest id); when type filters leave
-    a task with no eligible worker under quota, it goes to the least loaded one under its own
-    ``max_tasks``. Deterministic for the same input.
+    1. Targets: a greedy assignment, most constrained task type first (fewest eligible
+       workers), each task to the eligible worker with the fewest tasks under its
+       ``max_tasks`` (ties: who holds more of that type now, then the smallest id). Its counts per
+       (worker, task type) are the fair loads, also when type filters make workers unequal.
+    2. Keep: a current holder keeps its tasks of a type (in id order) up to its target for it.
+    3. Fill: every other task goes to the eligible worker furthest below its target for the type,
+       else to the least loaded one under its ``max_tasks``.
+
+    Deterministic for the same input; with equal workers the loads differ by at most one, and a
+    fair holding is never moved.
     """
     by_id = {w.worker_id: w for w in workers}
-    ordered = sorted(tasks, key=lambda t: t.task_id)
-    assignable = [t for t in ordered if any(w.accepts(t.task_type) for w in workers)]
-    if not assignable:
-        return {}
-    fair = math.ceil(len(assignable) / len(workers))
-    quota = {w.worker_id: min(w.max_tasks, fair) for w in workers}
+    caps = {w.worker_id: w.max_tasks for w in workers}
+    eligible = {t.task_id: [w for w in workers if w.accepts(t.task_type)] for t in tasks}
+    ordered = sorted(
+        (t for t in tasks if eligible[t.task_id]),
+        key=lambda t: (len(eligible[t.task_id]), t.task_type, t.task_id),
+    )
+    held = Counter(
+        (holdings[t.task_id], t.task_type) for t in ordered if holdings.get(t.task_id) in by_id
+    )
+    total = dict.fromkeys(by_id, 0)
+    target: dict[tuple[str, str], int] = {}
+    for task in ordered:
+        under = [
+            w.worker_id for w in eligible[task.task_id] if total[w.worker_id] < caps[w.worker_id]
+        ]
+        if not under:
+            continue
+        # Fewest tasks first; a tie goes to who holds more of this type now (so the rounding
+        # favours a current holder and nothing moves for it), then by id.
+        fair = min(under, key=lambda w: (total[w], -held[w, task.task_type], w))
+        total[fair] += 1
+        target[fair, task.task_type] = target.get((fair, task.task_type), 0) + 1
     load = dict.fromkeys(by_id, 0)
+    kept: dict[tuple[str, str], int] = {}
     share: dict[str, str] = {}
-    for task in assignable:
-        holder = by_id.get(holdings.get(task.task_id, ""))
-        if (
-            holder is not None
-            and holder.accepts(task.task_type)
-            and load[holder.worker_id] < quota[holder.worker_id]
-        ):
-            share[task.task_id] = holder.worker_id
-            load[holder.worker_id] += 1
-    for task in assignable:
+    for task in sorted(ordered, key=lambda t: t.task_id):
+        owner = by_id.get(holdings.get(task.task_id, ""))
+        if owner is None or owner not in eligible[task.task_id]:
+            continue
+        slot = (owner.worker_id, task.task_type)
+        if kept.get(slot, 0) < target.get(slot, 0):
+            share[task.task_id] = owner.worker_id
+            kept[slot] = kept.get(slot, 0) + 1
+            load[owner.worker_id] += 1
+    for task in ordered:
         if task.task_id in share:
             continue
-        eligible = [w for w in workers if w.accepts(task.task_type)]
-        chosen = _least_loaded(eligible, load, quota) or _least_loaded(
-            eligible, load, {w.worker_id: w.max_tasks for w in eligible}
+
+        def deficit(w: WorkerSpec, task_type: str = task.task_type) -> int:
+            slot = (w.worker_id, task_type)
+            return kept.get(slot, 0) - target.get(slot, 0)
+
+        below = [w for w in eligible[task.task_id] if deficit(w) < 0]
+        chosen: str | None = (
+            min(below, key=lambda w: (deficit(w), w.worker_id)).worker_id
+            if below
+            else _least_loaded(eligible[task.task_id], load, caps)
         )
         if chosen is not None:
             share[task.task_id] = chosen
+            kept[chosen, task.task_type] = kept.get((chosen, task.task_type), 0) + 1
             load[chosen] += 1
     return share
 

@@ -22,13 +22,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from heldar.clock import Clock
+from heldar.config import DecodeMode
 from heldar.errors import Unavailable
 from heldar.media import ffmpeg
 from heldar.media.jpeg import jpeg_dimensions, read_frames
+from heldar.media.keyframes import KeyframeIntervals, stderr_filter
 from heldar.media.process import FfmpegProcess
 from heldar.media.urls import StreamUrl
 from heldar.services.budget import SamplerKey
@@ -47,6 +50,8 @@ BACKOFF_JITTER = 0.2  # +-20 %, so cameras that fail together do not retry in lo
 HEALTHY_RUN_S = 30.0
 # ffmpeg exits promptly on SIGTERM when it only writes to a pipe.
 STOP_GRACE_S = 2.0
+# A keyframe interval this much off the known one is news (GOP changed), not jitter.
+KEYFRAME_INTERVAL_CHANGE = 0.1
 # JPEG quality for mjpeg (2 best .. 31 worst); 5 keeps detail for detectors at ~1/3 the size of 2.
 JPEG_QSCALE = 5
 
@@ -72,7 +77,7 @@ class SamplerSpec:
     url: StreamUrl | None
     fps: float
     width: int
-    mode: str = "all"  # decode mode; keyframe-aware modes arrive with the performance issue
+    mode: DecodeMode = DecodeMode.ALL  # the effective mode: KEYFRAMES or ALL, never AUTO
 
 
 def stall_timeout_s(fps: float) -> float:
@@ -86,16 +91,40 @@ def backoff_delay_s(attempt: int, rng: random.Random) -> float:
     return float(min(BACKOFF_MAX_S, jittered))
 
 
+def rate_filter(fps: float) -> str:
+    """At most one frame per ``1/fps`` grid cell of the stream's own time, never a duplicate.
+
+    Unlike ``fps=``, which makes a constant rate by duplicating frames when the input is slower
+    (keyframes only, or a slow camera) and bursts duplicates at start, this passes the first frame
+    of each cell and drops the rest: the average rate is ``fps`` when the input is faster, and the
+    input's own rate when it is slower.
+    """
+    return f"select='isnan(prev_selected_t)+gt(floor(t*{fps:g}),floor(prev_selected_t*{fps:g}))'"
+
+
 def build_argv(ffmpeg_bin: str, spec: SamplerSpec, io_timeout_s: float) -> list[str]:
-    """The decoder command: rate first (fewer frames to scale), never upscale, JPEG to stdout."""
+    """The decoder command: rate first (fewer frames to scale), never upscale, JPEG to stdout.
+
+    ``keyframes``: the demuxer drops every other packet (``-discard nokey``; ``-skip_frame
+    nokey`` is the decoder's backstop) and one decoder thread is enough. ``all``: every frame is
+    decoded. Either way the keyframes pass ``showinfo`` (a side branch in ``all`` mode), which is
+    how the sampler learns the stream's keyframe interval (:mod:`heldar.media.keyframes`).
+    """
     assert spec.url is not None
-    video_filter = (
-        f"fps={spec.fps:g},scale=w='min({spec.width},iw)':h=-2:out_range=full,format=yuv420p"
-    )
+    scale = f"scale=w='min({spec.width},iw)':h=-2:out_range=full,format=yuv420p"
+    rate = rate_filter(spec.fps)
+    if spec.mode is DecodeMode.KEYFRAMES:
+        decode = ["-discard", "nokey", "-skip_frame", "nokey", "-threads", "1"]
+        video_filter = f"showinfo,{rate},{scale}"
+    else:
+        decode = []
+        video_filter = f"split[keys][out];[keys]select='key',showinfo,nullsink;[out]{rate},{scale}"
     return [
-        ffmpeg_bin, "-nostdin", "-hide_banner", "-loglevel", "warning",
+        ffmpeg_bin, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info",
+        *decode,
         *ffmpeg.input_args(spec.url, io_timeout_s),
         "-vf", video_filter,
+        "-fps_mode", "passthrough",
         *ffmpeg.jpeg_output_args(JPEG_QSCALE),
     ]  # fmt: skip
 
@@ -110,8 +139,11 @@ class Sampler:
         events: EventLog,
         clock: Clock,
         rng: random.Random | None = None,
+        on_keyframe_interval: Callable[[SamplerKey, float], None] | None = None,
     ) -> None:
         self.spec = spec
+        self._on_keyframe_interval = on_keyframe_interval
+        self.keyframe_interval_s: float | None = None
         self._ffmpeg_bin = ffmpeg_bin
         self._frames = frames
         self._events = events
@@ -165,8 +197,16 @@ class Sampler:
     async def _run_once(self) -> bool:
         """One ffmpeg run; True if it delivered at least one frame."""
         argv = build_argv(self._ffmpeg_bin, self.spec, ffmpeg.DEFAULT_IO_TIMEOUT_S)
+        keyframes = KeyframeIntervals()
+
+        def on_keyframe(pts_time_s: float) -> None:
+            keyframes.add(pts_time_s)
+            self._learned(keyframes.interval_s)
+
         try:
-            proc = await FfmpegProcess.start(argv, label=f"sampler {self._label}")
+            proc = await FfmpegProcess.start(
+                argv, label=f"sampler {self._label}", stderr_line_hook=stderr_filter(on_keyframe)
+            )
         except Unavailable as exc:
             self._set_error(exc.message)
             return False
@@ -202,6 +242,16 @@ class Sampler:
             reason = proc.failure_reason()
             await self._went_down(SamplerState.OFFLINE, reason, tail)
         return delivered
+
+    def _learned(self, interval_s: float | None) -> None:
+        """Keep the stream's keyframe interval; tell the manager when it is new or changed."""
+        if interval_s is None:
+            return
+        known = self.keyframe_interval_s
+        self.keyframe_interval_s = interval_s
+        changed = known is None or abs(interval_s - known) > KEYFRAME_INTERVAL_CHANGE * known
+        if changed and self._on_keyframe_interval is not None:
+            self._on_keyframe_interval(self.key, interval_s)
 
     async def _publish(self, data: bytes) -> None:
         try:

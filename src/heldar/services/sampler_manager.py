@@ -11,11 +11,13 @@ longer exists. Every sampler task is a child of the manager's TaskGroup.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from heldar.clock import Clock
+from heldar.config import DecodeMode
 from heldar.media.urls import Profile
 from heldar.services.ai_tasks import AiTask, AiTaskRegistry
 from heldar.services.budget import SamplerGrant, SamplerKey, SamplerRequest, allocate_budget
@@ -28,6 +30,9 @@ log = logging.getLogger(__name__)
 
 # Safety pass: picks up changes made outside the API and heals anything missed.
 SAFETY_RECONCILE_INTERVAL_S = 30.0
+# Keyframe timestamps jitter a little: a grant up to 5 % over the keyframe rate still takes
+# keyframes (it gets the keyframe rate, a hair under its grant), rather than a full decode.
+KEYFRAME_RATE_SLACK = 1.05
 MAX_CAMERAS = 100_000
 
 
@@ -40,6 +45,27 @@ class PlannedSampler:
     spec: SamplerSpec | None  # None when budget_exhausted
 
 
+def effective_mode(
+    setting: DecodeMode, granted_fps: float, keyframe_interval_s: float | None
+) -> DecodeMode:
+    """``auto`` -> KEYFRAMES while the grant is at or below the keyframe rate, else ALL.
+
+    An unknown interval decodes everything: frames at the granted rate from the start, and the
+    interval is learned meanwhile (full decode reports keyframes too), then the sampler moves to
+    keyframes if they suffice.
+    """
+    if setting is not DecodeMode.AUTO:
+        return setting
+    if keyframe_interval_s is None:
+        return DecodeMode.ALL
+    keyframe_rate = 1.0 / keyframe_interval_s
+    return (
+        DecodeMode.KEYFRAMES
+        if granted_fps <= keyframe_rate * KEYFRAME_RATE_SLACK
+        else DecodeMode.ALL
+    )
+
+
 def plan(
     tasks: Iterable[AiTask],
     cameras: dict[str, Camera],
@@ -47,6 +73,8 @@ def plan(
     ai_enabled: bool,
     budget_fps: float,
     max_samplers: int,
+    decode_mode: DecodeMode = DecodeMode.AUTO,
+    keyframe_intervals: Mapping[SamplerKey, float] | None = None,
 ) -> dict[SamplerKey, PlannedSampler]:
     """The desired samplers: one per (camera, profile) of an enabled camera with tasks."""
     if not ai_enabled:
@@ -70,7 +98,9 @@ def plan(
         spec = None
         if grant.fps is not None:
             url = cameras[key.camera_id].url_for(Profile(key.profile))
-            spec = SamplerSpec(key=key, url=url, fps=grant.fps, width=grant.width)
+            interval = (keyframe_intervals or {}).get(key)
+            mode = effective_mode(decode_mode, grant.fps, interval)
+            spec = SamplerSpec(key=key, url=url, fps=grant.fps, width=grant.width, mode=mode)
         planned[key] = PlannedSampler(key, fps, width, grant, spec)
     return planned
 
@@ -106,7 +136,12 @@ class SamplerManager:
         ai_enabled: bool,
         budget_fps: float,
         max_samplers: int,
+        decode_mode: DecodeMode = DecodeMode.AUTO,
     ) -> None:
+        self._decode_mode = decode_mode
+        # Learned per (camera, profile) by its samplers; kept across restarts of the sampler.
+        self._keyframe_intervals: dict[SamplerKey, float] = {}
+        self._replan = asyncio.Event()
         self._cameras = cameras
         self._tasks = tasks
         self._frames = frames
@@ -127,8 +162,12 @@ class SamplerManager:
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 while True:
+                    self._replan.clear()
                     await self.reconcile()
-                    await asyncio.sleep(SAFETY_RECONCILE_INTERVAL_S)
+                    # A learned keyframe interval may change a sampler's mode: re-plan at once.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(SAFETY_RECONCILE_INTERVAL_S):
+                            await self._replan.wait()
         finally:
             self._group = None
             await self._stop_all()
@@ -150,6 +189,8 @@ class SamplerManager:
                 ai_enabled=self._ai_enabled,
                 budget_fps=self._budget_fps,
                 max_samplers=self._max_samplers,
+                decode_mode=self._decode_mode,
+                keyframe_intervals=self._keyframe_intervals,
             )
             self._plan = desired
             for key in list(self._running):
@@ -167,11 +208,38 @@ class SamplerManager:
             frames=self._frames,
             events=self._events,
             clock=self._clock,
+            on_keyframe_interval=self._learned,
         )
         name = f"{spec.key.camera_id}/{spec.key.profile}"
         task = group.create_task(sampler.run(), name=f"sampler {name}")
         self._running[spec.key] = _Running(sampler, task)
-        log.info("sampler %s started at %g fps, width %d", name, spec.fps, spec.width)
+        log.info(
+            "sampler %s started at %g fps, width %d, decoding %s",
+            name,
+            spec.fps,
+            spec.width,
+            "keyframes only" if spec.mode is DecodeMode.KEYFRAMES else "every frame",
+        )
+
+    def _learned(self, key: SamplerKey, keyframe_interval_s: float) -> None:
+        """A sampler learned its stream's keyframe interval: re-plan if the mode changes."""
+        self._keyframe_intervals[key] = keyframe_interval_s
+        planned = self._plan.get(key)
+        if planned is None or planned.spec is None:
+            return
+        wanted = effective_mode(self._decode_mode, planned.spec.fps, keyframe_interval_s)
+        if wanted is not planned.spec.mode:
+            log.info(
+                "sampler %s/%s: keyframes every %.2f s; switching to %s decoding",
+                key.camera_id,
+                key.profile,
+                keyframe_interval_s,
+                "keyframe-only" if wanted is DecodeMode.KEYFRAMES else "full",
+            )
+            self._replan.set()
+
+    def keyframe_interval_s(self, key: SamplerKey) -> float | None:
+        return self._keyframe_intervals.get(key)
 
     async def _stop(self, key: SamplerKey, *, remove_frame: bool) -> None:
         running = self._running.pop(key)

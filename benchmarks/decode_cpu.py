@@ -1,0 +1,245 @@
+"""Decode cost per sampled camera: ours against the baseline pipeline and the physical limit.
+
+For each source (the RTSP test camera of SPEC §8, one codec/size/GOP at a time) and each output
+rate, three decoders read the same live stream, one after the other, in one run:
+
+- **baseline**: ``ffmpeg -rtsp_transport tcp -i URL -vf fps=F,scale=640:-2 -c:v mjpeg`` (decodes
+  every frame, default threads): what a simple sampler does;
+- **ours**: the kernel's own sampler command (``heldar.services.sampler.build_argv``) in ``auto``
+  mode with the stream's keyframe interval known, as the kernel runs it after learning it;
+- the **limit** is computed, not run: receiving the stream (``-c copy -f null``, measured) plus
+  decoding, scaling and encoding exactly the keyframes that become output frames (the cost of one
+  keyframe is measured by decoding only the keyframes of a recording of the same stream).
+
+CPU is the decoder process's user + system time (psutil) over a window after a warm-up, scaled
+to CPU-seconds per minute of stream; memory is its PSS (RSS where PSS is not readable). Each cell
+is the median of ``--repeats`` runs. Usage::
+
+    .venv/bin/python -m benchmarks.decode_cpu [--duration 30] [--repeats 1] [--sources ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks.machine import write_result
+from heldar.config import DecodeMode
+from heldar.media.ffmpeg import discover
+from heldar.media.urls import StreamUrl
+from heldar.services.budget import SamplerKey
+from heldar.services.sampler import SamplerSpec, build_argv
+from heldar.services.sampler_manager import effective_mode
+from tests.support.rtsp_camera import RtspTestCamera
+
+OUT_WIDTH = 640
+WARMUP_S = 6.0  # connect, first keyframe, steady state
+RECORD_S = 30.0
+SECONDS_PER_MINUTE = 60.0
+FPS_LEVELS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    codec: str
+    width: int
+    height: int
+    fps: int
+    gop: int
+    bitrate_kbps: int
+
+    @property
+    def keyframe_interval_s(self) -> float:
+        return self.gop / self.fps
+
+
+SOURCES = {
+    s.name: s
+    for s in (
+        Source("h264-1080p-gop50", "h264", 1920, 1080, 25, 50, 4000),
+        Source("h264-1080p-gop25", "h264", 1920, 1080, 25, 25, 4000),
+        Source("h264-720p-gop25", "h264", 1280, 720, 25, 25, 2000),
+        Source("h265-1080p-gop50", "h265", 1920, 1080, 25, 50, 3000),
+    )
+}
+
+
+@dataclass
+class Sample:
+    cpu_s_per_min: float
+    out_fps: float
+    memory_mb: float
+
+
+def measure(argv: list[str], duration_s: float) -> Sample:
+    """Run ``argv``, drain its stdout, and measure CPU and output rate after the warm-up."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    ends = [0]
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        while chunk := os.read(proc.stdout.fileno(), 1 << 16):
+            ends[0] += chunk.count(b"\xff\xd9")
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        ps = psutil.Process(proc.pid)
+        time.sleep(WARMUP_S)  # benchmark pacing, not synchronisation
+        before, frames_before, started = ps.cpu_times(), ends[0], time.monotonic()
+        time.sleep(duration_s)
+        after, frames_after, elapsed = ps.cpu_times(), ends[0], time.monotonic() - started
+        try:
+            memory = ps.memory_full_info().pss
+        except (psutil.AccessDenied, AttributeError):
+            memory = ps.memory_info().rss
+    finally:
+        proc.kill()
+        proc.wait()
+        reader.join(timeout=5)
+    cpu = (after.user + after.system) - (before.user + before.system)
+    return Sample(
+        cpu_s_per_min=cpu / elapsed * SECONDS_PER_MINUTE,
+        out_fps=(frames_after - frames_before) / elapsed,
+        memory_mb=memory / 1e6,
+    )
+
+
+def baseline_argv(ffmpeg: str, url: str, fps: float) -> list[str]:
+    return [
+        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
+        "-rtsp_transport", "tcp", "-i", url,
+        "-an", "-vf", f"fps={fps:g},scale={OUT_WIDTH}:-2",
+        "-c:v", "mjpeg", "-q:v", "5", "-f", "image2pipe", "pipe:1",
+    ]  # fmt: skip
+
+
+def ours_argv(ffmpeg: str, url: str, fps: float, source: Source) -> list[str]:
+    mode = effective_mode(DecodeMode.AUTO, fps, source.keyframe_interval_s)
+    spec = SamplerSpec(SamplerKey("bench", "sub"), StreamUrl(url), fps, OUT_WIDTH, mode=mode)
+    return build_argv(ffmpeg, spec, 15.0)
+
+
+def receive_argv(ffmpeg: str, url: str) -> list[str]:
+    return [
+        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
+        "-rtsp_transport", "tcp", "-i", url, "-c", "copy", "-f", "null", "-",
+    ]  # fmt: skip
+
+
+def keyframe_cost_s(ffmpeg: str, url: str, workdir: Path) -> tuple[float, int]:
+    """CPU seconds to decode, scale and encode one keyframe, from a recording of the stream."""
+    recording = workdir / "recording.mkv"
+    subprocess.run(
+        [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-rtsp_transport", "tcp",
+         "-i", url, "-t", f"{RECORD_S:g}", "-c", "copy", "-y", str(recording)],
+        check=True,
+    )  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(
+        [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
+         "-discard", "nokey", "-skip_frame", "nokey", "-threads", "1", "-i", str(recording),
+         "-vf", f"scale={OUT_WIDTH}:-2", "-c:v", "mjpeg", "-q:v", "5", "-f", "image2pipe",
+         "pipe:1"],
+        capture_output=True,
+        check=True,
+    ).stdout  # fmt: skip
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    keyframes = out.count(b"\xff\xd9")
+    return cpu_s / max(keyframes, 1), keyframes
+
+
+def run_source(source: Source, fps_levels: list[float], duration_s: float, repeats: int) -> dict[str, Any]:
+    ffmpeg = discover().ffmpeg
+    camera = RtspTestCamera(
+        width=source.width,
+        height=source.height,
+        fps=source.fps,
+        gop=source.gop,
+        bitrate_kbps=source.bitrate_kbps,
+        codec=source.codec,
+        keeper=True,
+    )
+    camera.start()
+    try:
+        url = camera.url
+        with tempfile.TemporaryDirectory() as work:
+            per_keyframe_s, recorded = keyframe_cost_s(ffmpeg, url, Path(work))
+        receive = [measure(receive_argv(ffmpeg, url), duration_s) for _ in range(repeats)]
+        receive_cpm = statistics.median(s.cpu_s_per_min for s in receive)
+        keyframe_rate = 1 / source.keyframe_interval_s
+        rows = []
+        for fps in fps_levels:
+            base = [measure(baseline_argv(ffmpeg, url, fps), duration_s) for _ in range(repeats)]
+            ours = [measure(ours_argv(ffmpeg, url, fps, source), duration_s) for _ in range(repeats)]
+            limit = receive_cpm + min(fps, keyframe_rate) * SECONDS_PER_MINUTE * per_keyframe_s
+            row = {
+                "fps": fps,
+                "mode": effective_mode(DecodeMode.AUTO, fps, source.keyframe_interval_s).value,
+                "baseline_cpu_s_per_min": statistics.median(s.cpu_s_per_min for s in base),
+                "ours_cpu_s_per_min": statistics.median(s.cpu_s_per_min for s in ours),
+                "limit_cpu_s_per_min": limit,
+                "baseline_out_fps": statistics.median(s.out_fps for s in base),
+                "ours_out_fps": statistics.median(s.out_fps for s in ours),
+                "baseline_memory_mb": statistics.median(s.memory_mb for s in base),
+                "ours_memory_mb": statistics.median(s.memory_mb for s in ours),
+            }
+            row["baseline_over_ours"] = row["baseline_cpu_s_per_min"] / row["ours_cpu_s_per_min"]
+            row["ours_over_limit"] = row["ours_cpu_s_per_min"] / limit
+            rows.append(row)
+            print(_format_row(source.name, row), flush=True)
+        return {
+            "source": asdict(source),
+            "receive_cpu_s_per_min": receive_cpm,
+            "per_keyframe_cpu_ms": per_keyframe_s * 1000,
+            "keyframes_recorded": recorded,
+            "rows": rows,
+        }
+    finally:
+        camera.stop()
+
+
+def _format_row(name: str, row: dict[str, Any]) -> str:
+    return (
+        f"{name:18s} {row['fps']:>4g} fps {row['mode']:>9s} | baseline "
+        f"{row['baseline_cpu_s_per_min']:6.2f} | ours {row['ours_cpu_s_per_min']:5.2f} | limit "
+        f"{row['limit_cpu_s_per_min']:5.2f} | base/ours {row['baseline_over_ours']:5.1f}x | "
+        f"ours/limit {row['ours_over_limit']:4.2f} | out {row['ours_out_fps']:.2f} fps | "
+        f"mem {row['baseline_memory_mb']:.0f}/{row['ours_memory_mb']:.0f} MB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sources", default=",".join(SOURCES), help="comma-separated names")
+    parser.add_argument("--fps", default=",".join(f"{f:g}" for f in FPS_LEVELS))
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds measured per run")
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    fps_levels = [float(f) for f in args.fps.split(",")]
+    print("CPU-seconds per minute of stream (lower is better); memory PSS baseline/ours")
+    results = [
+        run_source(SOURCES[name], fps_levels, args.duration, args.repeats)
+        for name in args.sources.split(",")
+    ]
+    path = write_result("decode_cpu", {"duration_s": args.duration, "repeats": args.repeats,
+                                       "sources": results})  # fmt: skip
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
