@@ -163,7 +163,9 @@ def keyframe_cost_s(ffmpeg: str, url: str, workdir: Path) -> tuple[float, int]:
     return cpu_s / max(keyframes, 1), keyframes
 
 
-def run_source(source: Source, fps_levels: list[float], duration_s: float, repeats: int) -> dict[str, Any]:
+def run_source(
+    source: Source, fps_levels: list[float], duration_s: float, repeats: int
+) -> dict[str, Any]:
     ffmpeg = discover().ffmpeg
     camera = RtspTestCamera(
         width=source.width,
@@ -185,7 +187,9 @@ def run_source(source: Source, fps_levels: list[float], duration_s: float, repea
         rows = []
         for fps in fps_levels:
             base = [measure(baseline_argv(ffmpeg, url, fps), duration_s) for _ in range(repeats)]
-            ours = [measure(ours_argv(ffmpeg, url, fps, source), duration_s) for _ in range(repeats)]
+            ours = [
+                measure(ours_argv(ffmpeg, url, fps, source), duration_s) for _ in range(repeats)
+            ]
             limit = receive_cpm + min(fps, keyframe_rate) * SECONDS_PER_MINUTE * per_keyframe_s
             row = {
                 "fps": fps,

@@ -125,6 +125,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--preset", default="ultrafast", choices=X264_PRESETS)
     parser.add_argument(
+        "--codec", default="h264", choices=("h264", "h265"), help="x264enc or x265enc"
+    )
+    parser.add_argument(
         "--pattern",
         default="ball",
         choices=MOVING_PATTERNS,
@@ -169,17 +172,21 @@ def launch_description(args: argparse.Namespace, path: str) -> str:
             "timeoverlay time-mode=running-time halignment=right valignment=bottom"
             ' shaded-background=true font-desc="Sans 14"'
         )
-    encoder = (
-        "x264enc name=enc tune=zerolatency sliced-threads=false cabac=true"
-        f" speed-preset={args.preset} key-int-max={args.gop}"
-    )
+    if args.codec == "h265":
+        # x265enc: zerolatency keeps B-frames out; Main profile caps like the H.264 branch.
+        encoder = (
+            f"x265enc name=enc tune=zerolatency speed-preset={args.preset} key-int-max={args.gop}"
+        )
+        caps, payloader = "video/x-h265,profile=main", "rtph265pay"
+    else:
+        encoder = (
+            "x264enc name=enc tune=zerolatency sliced-threads=false cabac=true"
+            f" speed-preset={args.preset} key-int-max={args.gop}"
+        )
+        caps, payloader = "video/x-h264,profile=main", "rtph264pay"
     if args.bitrate_kbps is not None:
         encoder += f" bitrate={args.bitrate_kbps}"
-    parts += [
-        encoder,
-        "video/x-h264,profile=main",
-        "rtph264pay name=pay0 pt=96 config-interval=-1",
-    ]
+    parts += [encoder, caps, f"{payloader} name=pay0 pt=96 config-interval=-1"]
     return "( " + " ! ".join(parts) + " )"
 
 
@@ -292,7 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # pipeline that fails when a reader connects; WARNING is noisy in normal operation.
         Gst.debug_set_default_threshold(Gst.DebugLevel.ERROR)
         Gst.debug_set_colored(False)
-    missing = [name for name in ("videotestsrc", "x264enc", "rtph264pay") if not has_element(name)]
+    encoder, payloader = (
+        ("x265enc", "rtph265pay") if args.codec == "h265" else ("x264enc", "rtph264pay")
+    )
+    missing = [name for name in ("videotestsrc", encoder, payloader) if not has_element(name)]
     if missing:
         log(f"missing GStreamer elements: {', '.join(missing)} (install gstreamer1.0-plugins-*)")
         return EXIT_START_FAILED

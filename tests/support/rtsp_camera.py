@@ -48,6 +48,10 @@ STDERR_TAIL_CHARS = 4000
 _READY_RE = re.compile(r"^READY (rtsp://(?P<host>\[[^\]]+\]|[^:/]+):(?P<port>\d+)(?P<path>/\S*))$")
 
 
+# What ffprobe calls each codec the camera can send.
+FFPROBE_CODEC_NAMES = {"h264": "h264", "h265": "hevc"}
+
+
 class CameraError(RuntimeError):
     """The test camera did not start or did not become readable; the message has its stderr."""
 
@@ -73,6 +77,7 @@ class RtspTestCamera(Service):
         gop: int | None = None,
         bitrate_kbps: int | None = None,
         preset: str = "ultrafast",
+        codec: str = "h264",
         keeper: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -92,6 +97,7 @@ class RtspTestCamera(Service):
         self.gop = gop if gop is not None else 2 * fps
         self.bitrate_kbps = bitrate_kbps
         self.preset = preset
+        self.codec = codec
         self.keeper = keeper
         self.host = host
         self.ffmpeg = ffmpeg if ffmpeg is not None else ffmpeg_bin()
@@ -207,6 +213,8 @@ class RtspTestCamera(Service):
             str(self.gop),
             "--preset",
             self.preset,
+            "--codec",
+            self.codec,
             "--exit-on-stdin-eof",
         ]
         if self.bitrate_kbps is not None:
@@ -319,7 +327,11 @@ class RtspTestCamera(Service):
 
     def _wait_readable(self, url: str, deadline: float) -> None:
         """Poll ffprobe until it reads a packet of H.264 of the configured size, or fail."""
-        expected = {"codec_name": "h264", "width": str(self.width), "height": str(self.height)}
+        expected = {
+            "codec_name": {"h264": "h264", "h265": "hevc"}[self.codec],
+            "width": str(self.width),
+            "height": str(self.height),
+        }
         last_failure = "no attempt"
         while True:
             remaining_s = deadline - time.monotonic()
