@@ -136,7 +136,6 @@ async def release_lease(kernel: KernelDep, lease_id: LeaseId) -> Response:
 @router.post(
     "/ai/events",
     response_model=IngestOut,
-    response_model_exclude_defaults=False,
     openapi_extra={
         "requestBody": {
             "required": True,
