@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import threading
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,17 +38,13 @@ from typing import Any, TypeVar
 
 from heldar.clock import Clock
 from heldar.ids import SLUG_RULE, is_slug
+from heldar.media.files import create_temp, remove_empty_dir
 
 __all__ = ["Frame", "FrameStore", "frame_path"]
 
 # 12 hex digits (48 random bits) per slot: short enough for a header, and two slots of one
 # (camera, profile) drawing the same token is out of reach in practice.
 SLOT_TOKEN_BYTES = 6
-# Serialises "create the camera directory and a temp file in it" with "remove the empty camera
-# directory": without it, a remove() of the camera's other profile can delete the directory
-# between the two steps of a publish. Both sides are a couple of syscalls, so one process-wide
-# lock costs nothing measurable.
-_DIRECTORY_LOCK = threading.Lock()
 
 _Key = tuple[str, str]
 _T = TypeVar("_T")
@@ -276,11 +271,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
     flush per frame. After such a crash the file may be stale or empty, which is harmless: the
     next frame replaces it and consumers check what they read.
     """
-    directory = path.parent
-    temp = directory / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    with _DIRECTORY_LOCK:  # once the temp file exists, the directory is not empty
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    fd, temp = create_temp(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -293,11 +284,12 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 def _delete_frame_file(path: Path) -> None:
     """Delete the frame file, temp files a crash left beside it, and the directory once empty."""
-    with _DIRECTORY_LOCK:  # the sibling profile's delete or publish must not interleave
+
+    def remove_files() -> None:
         path.unlink(missing_ok=True)
-        if not path.parent.is_dir():
-            return
-        for leftover in path.parent.glob(f".{path.name}.*.tmp"):
-            leftover.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # not empty: the camera's other profile
-            path.parent.rmdir()
+        if path.parent.is_dir():
+            for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+                leftover.unlink(missing_ok=True)
+
+    # Kept while the camera's other profile has a frame there.
+    remove_empty_dir(path.parent, before=remove_files)

@@ -26,8 +26,6 @@ import contextlib
 import logging
 import os
 import re
-import secrets
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +41,7 @@ from heldar.clock import Clock
 from heldar.db.schema import snapshots
 from heldar.errors import NotFound, Unavailable
 from heldar.ids import SNAPSHOT_PREFIX, is_slug, new_id
+from heldar.media.files import create_temp, remove_empty_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +52,6 @@ _FILE_NAME = re.compile(FILE_NAME_PATTERN)
 _TEMP_GLOB = ".*.tmp"
 # More snapshots of one camera in one millisecond than this means something is badly wrong.
 MAX_NAME_SUFFIX = 999
-# Serialises "create the camera directory and a temp file in it" with "remove the camera
-# directory once empty"; both are a couple of syscalls.
-_DIRECTORY_LOCK = threading.Lock()
 # Rows per statement when deleting or scanning: bounded memory and short write locks.
 BATCH_ROWS = 500
 
@@ -291,10 +287,7 @@ class SnapshotStore:
 def _write_new_file(root: Path, camera_id: str, stem: str, data: bytes) -> str:
     """Write ``data`` under a fresh name in ``root/camera_id``; return the relative path."""
     directory = root / camera_id
-    temp = directory / f".{stem}.{secrets.token_hex(4)}.tmp"
-    with _DIRECTORY_LOCK:  # once the temp file exists, the directory is not empty
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    fd, temp = create_temp(directory, stem)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -314,10 +307,7 @@ def _write_new_file(root: Path, camera_id: str, stem: str, data: bytes) -> str:
 
 def _remove_file(path: Path) -> None:
     """Remove a snapshot file, and its camera's directory once empty (a deleted camera's)."""
-    with _DIRECTORY_LOCK:  # a writer between its mkdir and its temp file must not lose the dir
-        path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # not empty: the usual case
-            path.parent.rmdir()
+    remove_empty_dir(path.parent, before=lambda: path.unlink(missing_ok=True))
 
 
 def _remove_files(paths: Sequence[Path]) -> None:
