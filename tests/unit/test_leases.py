@@ -190,3 +190,15 @@ async def test_filters_limit_what_a_worker_gets() -> None:
     book = LeaseBook(Tasks(["motion", "person", "person"]), clock)  # type: ignore[arg-type]
     got = await book.acquire("p", task_types=["person"], max_tasks=1)
     assert [t.task_type for t in got.tasks] == ["person"]
+
+
+async def test_a_heartbeat_keeps_the_workers_lease_terms() -> None:
+    clock = FakeClock()
+    book = LeaseBook(Tasks(["motion", "person", "person"]), clock)  # type: ignore[arg-type]
+    leased = await book.acquire("p", task_types=["person"], max_tasks=1, ttl_s=20)
+    clock.t += 19
+    beat = await book.heartbeat("p")
+    assert [t.id for t in beat.tasks] == [t.id for t in leased.tasks]  # still one person task
+    assert beat.expires_at == T0 + timedelta(seconds=19 + 20)  # renewed with its own TTL
+    fresh = await book.heartbeat("q")  # never leased: the defaults
+    assert {t.task_type for t in fresh.tasks} == {"motion", "person"}

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
+from pydantic import AwareDatetime
 
+from heldar.errors import InvalidInput
 from heldar.kernel import Kernel
 
 
@@ -15,3 +19,23 @@ def get_kernel(request: Request) -> Kernel:
 
 
 KernelDep = Annotated[Kernel, Depends(get_kernel)]
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    """``from`` and ``to`` of a list route: RFC 3339 with a zone, both inclusive, ordered."""
+
+    since: datetime | None
+    until: datetime | None
+
+
+def get_time_range(
+    since: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    until: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+) -> TimeRange:
+    if since is not None and until is not None and since > until:
+        raise InvalidInput.field(("query", "to"), "must not be earlier than from")
+    return TimeRange(since, until)
+
+
+TimeRangeDep = Annotated[TimeRange, Depends(get_time_range)]

@@ -11,12 +11,11 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from heldar.api.cameras import CameraId
-from heldar.api.deps import KernelDep
+from heldar.api.deps import KernelDep, TimeRangeDep
 from heldar.clock import rfc3339
-from heldar.errors import InvalidInput
 from heldar.kernel import Kernel
 from heldar.services.grabber import DEFAULT_MAX_AGE_MS
 from heldar.services.schedules import (
@@ -136,15 +135,14 @@ async def delete_schedule(kernel: KernelDep, schedule_id: ScheduleId) -> Respons
 async def list_snapshots(
     kernel: KernelDep,
     camera_id: CameraId,
-    since: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    until: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    period: TimeRangeDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT,
 ) -> list[SnapshotOut]:
     """Newest first; ``from`` and ``to`` (RFC 3339 with a zone) bound ``taken_at``, inclusive."""
-    if since is not None and until is not None and since > until:
-        raise InvalidInput.field(("query", "to"), "must not be earlier than from")
     await kernel.cameras.get(camera_id)  # 404 for an unknown camera
-    found = await kernel.snapshots.list(camera_id, since=since, until=until, limit=limit)
+    found = await kernel.snapshots.list(
+        camera_id, since=period.since, until=period.until, limit=limit
+    )
     return [SnapshotOut.of(s) for s in found]
 
 

@@ -14,11 +14,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from heldar.api.cameras import CameraId
-from heldar.api.deps import KernelDep
-from heldar.errors import InvalidInput, TooLarge
+from heldar.api.deps import KernelDep, TimeRangeDep
+from heldar.errors import TooLarge
 from heldar.ids import SLUG_PATTERN
 from heldar.services.ai_tasks import AiTask
 from heldar.services.detections import (
@@ -106,7 +106,7 @@ async def list_worker_tasks(
     if worker_id is None:
         tasks = await kernel.ai_tasks.list_enabled()
     else:
-        tasks = (await kernel.leases.acquire(worker_id)).tasks
+        tasks = (await kernel.leases.heartbeat(worker_id)).tasks
     return [TaskOut.of(t) for t in tasks]
 
 
@@ -169,17 +169,14 @@ async def post_events(kernel: KernelDep, request: Request) -> IngestOut:
 async def list_detections(
     kernel: KernelDep,
     camera_id: CameraId,
-    since: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    until: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    period: TimeRangeDep,
     label: Annotated[str | None, Query(min_length=1, max_length=MAX_LABEL_CHARS)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_DETECTIONS_LIMIT)] = DEFAULT_DETECTIONS_LIMIT,
 ) -> list[Detection]:
     """Newest first; ``from`` and ``to`` (RFC 3339 with a zone) bound ``timestamp``, inclusive."""
-    if since is not None and until is not None and since > until:
-        raise InvalidInput.field(("query", "to"), "must not be earlier than from")
     await kernel.cameras.get(camera_id)  # 404 for an unknown camera
     return await kernel.detections.query(
-        camera_id, since=since, until=until, label=label, limit=limit
+        camera_id, since=period.since, until=period.until, label=label, limit=limit
     )
 
 

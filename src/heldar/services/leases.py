@@ -176,6 +176,20 @@ class LeaseBook:
         held = self._rebalance(worker_id, enabled)
         return LeaseGrant(lease.lease_id, worker_id, lease.expires_at, held)
 
+    async def heartbeat(self, worker_id: str) -> LeaseGrant:
+        """``GET /ai/tasks?worker_id=``: renew with the worker's own lease terms (its type
+        filter, cap and TTL), or the defaults for a worker that never leased."""
+        self._expire()
+        lease = self._leases.get(worker_id)
+        if lease is None:
+            return await self.acquire(worker_id)
+        return await self.acquire(
+            worker_id,
+            task_types=lease.spec.task_types,
+            max_tasks=lease.spec.max_tasks,
+            ttl_s=lease.ttl_s,
+        )
+
     def release(self, lease_id: str) -> None:
         """End a lease at once: its tasks are free for the next worker's call."""
         self._expire()
