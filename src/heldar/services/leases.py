@@ -206,10 +206,6 @@ class LeaseBook:
         self._expire()
         return self._holdings.get(task_id)
 
-    def live_workers(self) -> list[str]:
-        self._expire()
-        return sorted(self._leases)
-
     def summary(self) -> list[tuple[str, datetime, int]]:
         """(worker id, lease expiry, tasks held) of every live worker, by id."""
         self._expire()
@@ -220,10 +216,6 @@ class LeaseBook:
             (worker_id, lease.expires_at, held.get(worker_id, 0))
             for worker_id, lease in sorted(self._leases.items())
         ]
-
-    def held_by(self, worker_id: str) -> list[str]:
-        self._expire()
-        return sorted(t for t, w in self._holdings.items() if w == worker_id)
 
     def _renew(self, spec: WorkerSpec, ttl_s: float) -> _Lease:
         self._expire()

@@ -27,7 +27,6 @@ class MediaJobs:
         self._limit = concurrency
         self._semaphore = asyncio.Semaphore(concurrency)
         self._running = 0
-        self.refused_total = 0
 
     @property
     def limit(self) -> int:
@@ -41,7 +40,6 @@ class MediaJobs:
     async def slot_now(self, what: str) -> AsyncIterator[None]:
         """Hold a slot for ``what``, or raise Busy at once when all are taken."""
         if self._semaphore.locked():
-            self.refused_total += 1
             raise Busy(
                 f"{what}: all {self._limit} media job slots are busy "
                 "(HELDAR_MEDIA_JOB_CONCURRENCY); retry shortly",
@@ -58,7 +56,6 @@ class MediaJobs:
             async with asyncio.timeout(timeout_s):
                 await self._semaphore.acquire()
         except TimeoutError:
-            self.refused_total += 1
             raise Busy(
                 f"{what}: no media job slot became free within {timeout_s:g} s "
                 "(HELDAR_MEDIA_JOB_CONCURRENCY)",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from heldar.clock import Clock
@@ -59,7 +59,6 @@ class SchedulerStats:
     fires_total: int = 0
     failures_total: int = 0
     skipped_total: int = 0  # fires skipped because the previous one still ran
-    last_fire_error_s: list[float] = field(default_factory=list)
 
 
 class SnapshotScheduler:
@@ -151,8 +150,6 @@ class SnapshotScheduler:
                 continue
             entry.skipping = False
             self.stats.fires_total += 1
-            self.stats.last_fire_error_s.append((taken_at - due).total_seconds())
-            del self.stats.last_fire_error_s[:-_KEEP_FIRE_ERRORS]
             entry.fire = group.create_task(
                 self._fire(schedule, taken_at), name=f"fire {schedule.id}"
             )
@@ -215,7 +212,3 @@ class SnapshotScheduler:
             )
         elif error is None and was_failing:
             log.info("schedule %s (camera %s) recovered", schedule.id, schedule.camera_id)
-
-
-# How many recent fire-time errors the stats keep (for the system view and benchmarks).
-_KEEP_FIRE_ERRORS = 1000
