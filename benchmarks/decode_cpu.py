@@ -6,14 +6,17 @@ rate, three decoders read the same live stream, one after the other, in one run:
 - **baseline**: ``ffmpeg -rtsp_transport tcp -i URL -vf fps=F,scale=640:-2 -c:v mjpeg`` (decodes
   every frame, default threads): what a simple sampler does;
 - **ours**: the kernel's own sampler command (``heldar.services.sampler.build_argv``) in ``auto``
-  mode with the stream's keyframe interval known, as the kernel runs it after learning it;
+  mode with the stream's keyframe interval and size known, as the kernel runs it after learning
+  them: at or below the keyframe rate the two-process ``receiver | decoder`` pipeline, above it
+  one full-decode ffmpeg;
 - the **limit** is computed, not run: receiving the stream (``-c copy -f null``, measured) plus
   decoding, scaling and encoding exactly the keyframes that become output frames (the cost of one
   keyframe is measured by decoding only the keyframes of a recording of the same stream).
 
-CPU is the decoder process's user + system time (psutil) over a window after a warm-up, scaled
-to CPU-seconds per minute of stream; memory is its PSS (RSS where PSS is not readable). Each cell
-is the median of ``--repeats`` runs. Usage::
+CPU is the user + system time (psutil) of the command's processes (both, for the pipeline) over
+a window after a warm-up, scaled to CPU-seconds per minute of stream; memory is their PSS (RSS
+where PSS is not readable). Each cell is the median of ``--repeats`` runs, baseline and ours
+alternating. Usage::
 
     .venv/bin/python -m benchmarks.decode_cpu [--duration 30] [--repeats 1] [--sources ...]
 """
@@ -30,22 +33,24 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from subprocess import DEVNULL
 from typing import Any
 
 import psutil
 
 from benchmarks.machine import write_result
 from heldar.config import DecodeMode
-from heldar.media.ffmpeg import discover
+from heldar.media.ffmpeg import DEFAULT_IO_TIMEOUT_S, discover, jpeg_output_args
 from heldar.media.urls import StreamUrl
 from heldar.services.budget import SamplerKey
-from heldar.services.sampler import SamplerSpec, build_argv
-from heldar.services.sampler_manager import effective_mode
+from heldar.services.sampler import JPEG_QSCALE, SamplerCommand, SamplerSpec, build_argv
+from heldar.services.sampler_manager import decode_threads, effective_mode
 from tests.support.rtsp_camera import RtspTestCamera
 
 OUT_WIDTH = 640
 WARMUP_S = 6.0  # connect, first keyframe, steady state
-RECORD_S = 30.0
+RECORD_S = 40.0  # 8-20 keyframes
+KEYFRAME_COST_RUNS = 3
 SECONDS_PER_MINUTE = 60.0
 FPS_LEVELS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -83,39 +88,65 @@ class Sample:
     memory_mb: float
 
 
-def measure(argv: list[str], duration_s: float) -> Sample:
-    """Run ``argv``, drain its stdout, and measure CPU and output rate after the warm-up."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
+def measure(command: SamplerCommand, duration_s: float) -> Sample:
+    """Run ``command`` (one ffmpeg, or ``receiver | decoder``), drain the decoder's stdout, and
+    measure CPU (all its processes together) and output rate after the warm-up."""
+    procs: list[subprocess.Popen[bytes]] = []
+    if command.receiver is None:
+        procs.append(subprocess.Popen(command.decoder, stdout=subprocess.PIPE, stderr=DEVNULL))
+    else:
+        receiver = subprocess.Popen(command.receiver, stdout=subprocess.PIPE, stderr=DEVNULL)
+        procs.append(receiver)
+        procs.append(
+            subprocess.Popen(
+                command.decoder, stdin=receiver.stdout, stdout=subprocess.PIPE, stderr=DEVNULL
+            )
+        )
+        assert receiver.stdout is not None
+        receiver.stdout.close()  # the decoder holds the read end
+    output = procs[-1].stdout
+    assert output is not None
     ends = [0]
 
     def drain() -> None:
-        assert proc.stdout is not None
-        while chunk := os.read(proc.stdout.fileno(), 1 << 16):
+        while chunk := os.read(output.fileno(), 1 << 16):
             ends[0] += chunk.count(b"\xff\xd9")
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
     try:
-        ps = psutil.Process(proc.pid)
+        watched = [psutil.Process(proc.pid) for proc in procs]
         time.sleep(WARMUP_S)  # benchmark pacing, not synchronisation
-        before, frames_before, started = ps.cpu_times(), ends[0], time.monotonic()
+        before, frames_before, started = _cpu_s(watched), ends[0], time.monotonic()
         time.sleep(duration_s)
-        after, frames_after, elapsed = ps.cpu_times(), ends[0], time.monotonic() - started
-        try:
-            memory = ps.memory_full_info().pss
-        except (psutil.AccessDenied, AttributeError):
-            memory = ps.memory_info().rss
+        after, frames_after, elapsed = _cpu_s(watched), ends[0], time.monotonic() - started
+        memory = sum(_memory_bytes(ps) for ps in watched)
     finally:
-        proc.kill()
-        proc.wait()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
         reader.join(timeout=5)
-    cpu = (after.user + after.system) - (before.user + before.system)
     return Sample(
-        cpu_s_per_min=cpu / elapsed * SECONDS_PER_MINUTE,
+        cpu_s_per_min=(after - before) / elapsed * SECONDS_PER_MINUTE,
         out_fps=(frames_after - frames_before) / elapsed,
         memory_mb=memory / 1e6,
     )
+
+
+def _cpu_s(processes: list[psutil.Process]) -> float:
+    return sum(t.user + t.system for t in (ps.cpu_times() for ps in processes))
+
+
+def _memory_bytes(ps: psutil.Process) -> int:
+    """PSS (shared pages split between their users), else RSS."""
+    try:
+        return int(ps.memory_full_info().pss)
+    except (psutil.AccessDenied, AttributeError):
+        return int(ps.memory_info().rss)
+
+
+def single(argv: list[str]) -> SamplerCommand:
+    return SamplerCommand(argv)
 
 
 def baseline_argv(ffmpeg: str, url: str, fps: float) -> list[str]:
@@ -127,10 +158,12 @@ def baseline_argv(ffmpeg: str, url: str, fps: float) -> list[str]:
     ]  # fmt: skip
 
 
-def ours_argv(ffmpeg: str, url: str, fps: float, source: Source) -> list[str]:
+def ours_command(ffmpeg: str, url: str, fps: float, source: Source) -> SamplerCommand:
+    """The kernel's sampler command once it knows the stream (keyframe interval, size)."""
     mode = effective_mode(DecodeMode.AUTO, fps, source.keyframe_interval_s)
-    spec = SamplerSpec(SamplerKey("bench", "sub"), StreamUrl(url), fps, OUT_WIDTH, mode=mode)
-    return build_argv(ffmpeg, spec, 15.0)
+    threads = decode_threads(mode, source.width * source.height)
+    spec = SamplerSpec(SamplerKey("bench", "sub"), StreamUrl(url), fps, OUT_WIDTH, mode, threads)
+    return build_argv(ffmpeg, spec, DEFAULT_IO_TIMEOUT_S, log_keyframes=False)
 
 
 def receive_argv(ffmpeg: str, url: str) -> list[str]:
@@ -141,26 +174,39 @@ def receive_argv(ffmpeg: str, url: str) -> list[str]:
 
 
 def keyframe_cost_s(ffmpeg: str, url: str, workdir: Path) -> tuple[float, int]:
-    """CPU seconds to decode, scale and encode one keyframe, from a recording of the stream."""
-    recording = workdir / "recording.mkv"
+    """CPU seconds to decode, scale and encode one keyframe, from a recording of the stream.
+
+    The recording holds only the keyframes. Decoding them to JPEGs (one per keyframe: no frame
+    is duplicated) is measured against reading and stream-copying the same file, so process
+    start and demuxing (counted in the receive cost) are not counted twice.
+    """
+    recording = workdir / "keyframes.nut"
     subprocess.run(
         [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-rtsp_transport", "tcp",
-         "-i", url, "-t", f"{RECORD_S:g}", "-c", "copy", "-y", str(recording)],
+         "-i", url, "-t", f"{RECORD_S:g}", "-map", "0:v:0", "-c", "copy",
+         "-bsf:v", "noise=drop=not(key)", "-y", str(recording)],
         check=True,
     )  # fmt: skip
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(
-        [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
-         "-discard", "nokey", "-skip_frame", "nokey", "-threads", "1", "-i", str(recording),
-         "-vf", f"scale={OUT_WIDTH}:-2", "-c:v", "mjpeg", "-q:v", "5", "-f", "image2pipe",
-         "pipe:1"],
-        capture_output=True,
-        check=True,
-    ).stdout  # fmt: skip
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    head = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1",
+            "-i", str(recording)]  # fmt: skip
+    decode = [*head, "-vf", f"scale={OUT_WIDTH}:-2:out_range=full,format=yuv420p",
+              "-fps_mode", "passthrough", *jpeg_output_args(JPEG_QSCALE)]  # fmt: skip
+    copy = [*head, "-c", "copy", "-f", "null", "-"]
+    decode_s, out = _child_cpu_s(decode)
+    copy_s, _ = _child_cpu_s(copy)
     keyframes = out.count(b"\xff\xd9")
-    return cpu_s / max(keyframes, 1), keyframes
+    return max(0.0, decode_s - copy_s) / max(keyframes, 1), keyframes
+
+
+def _child_cpu_s(argv: list[str]) -> tuple[float, bytes]:
+    """The median CPU time of a few runs of ``argv``, and its stdout."""
+    times, out = [], b""
+    for _ in range(KEYFRAME_COST_RUNS):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = subprocess.run(argv, capture_output=True, check=True).stdout
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
+    return statistics.median(times), out
 
 
 def run_source(
@@ -181,15 +227,15 @@ def run_source(
         url = camera.url
         with tempfile.TemporaryDirectory() as work:
             per_keyframe_s, recorded = keyframe_cost_s(ffmpeg, url, Path(work))
-        receive = [measure(receive_argv(ffmpeg, url), duration_s) for _ in range(repeats)]
+        receive = [measure(single(receive_argv(ffmpeg, url)), duration_s) for _ in range(repeats)]
         receive_cpm = statistics.median(s.cpu_s_per_min for s in receive)
         keyframe_rate = 1 / source.keyframe_interval_s
         rows = []
         for fps in fps_levels:
-            base = [measure(baseline_argv(ffmpeg, url, fps), duration_s) for _ in range(repeats)]
-            ours = [
-                measure(ours_argv(ffmpeg, url, fps, source), duration_s) for _ in range(repeats)
-            ]
+            base, ours = [], []
+            for _ in range(repeats):  # alternate, so drift of the machine hits both alike
+                base.append(measure(single(baseline_argv(ffmpeg, url, fps)), duration_s))
+                ours.append(measure(ours_command(ffmpeg, url, fps, source), duration_s))
             limit = receive_cpm + min(fps, keyframe_rate) * SECONDS_PER_MINUTE * per_keyframe_s
             row = {
                 "fps": fps,

@@ -90,6 +90,13 @@ class Kernel:
         await asyncio.to_thread(shutil.rmtree, settings.temp_dir, ignore_errors=True)
         binaries = ffmpeg.discover(settings.ffmpeg_bin, settings.ffprobe_bin)
         version = await ffmpeg.probe_version(binaries.ffmpeg)
+        packet_drop = await ffmpeg.probe_packet_drop(binaries.ffmpeg)
+        if not packet_drop:
+            log.warning(
+                "%s cannot drop packets in a bitstream filter (needs ffmpeg 5.1+): keyframe "
+                "sampling falls back to -skip_frame, which costs more CPU",
+                version,
+            )
         engine = create_engine(settings.resolved_database_url)
         try:
             await migrate.upgrade(engine)
@@ -115,6 +122,7 @@ class Kernel:
                 budget_fps=settings.ai_max_total_fps,
                 max_samplers=settings.max_samplers,
                 decode_mode=settings.ai_decode_mode,
+                packet_drop=packet_drop,
             )
             registry.on_change(samplers.on_change)
             tasks.on_change(samplers.on_change)

@@ -16,9 +16,11 @@ from typing import Any
 
 import httpx
 import psutil
+import pytest
 
 from heldar.api.app import create_app
 from heldar.config import load_settings
+from heldar.media import ffmpeg
 from tests.support.polling import eventually
 from tests.support.rtsp_camera import RtspTestCamera
 
@@ -70,6 +72,12 @@ def cmdline(row: dict[str, Any]) -> str:
     return " ".join(psutil.Process(row["pid"]).cmdline())
 
 
+def receivers() -> list[str]:
+    """Command lines of this process's keyframe receivers (the decoders' upstream)."""
+    lines = [" ".join(child.cmdline()) for child in psutil.Process().children()]
+    return [line for line in lines if "noise=drop=if(key" in line]
+
+
 async def test_auto_learns_the_gop_and_switches_both_ways(
     rtsp_camera: RtspTestCamera, tmp_path: Path
 ) -> None:
@@ -88,7 +96,9 @@ async def test_auto_learns_the_gop_and_switches_both_ways(
 
         row = await eventually(on_keyframes, LEARN_S, "the switch to keyframe-only decoding")
         assert abs(row["keyframe_interval_s"] - GOP_S) < 0.1, row
-        assert "-discard nokey" in cmdline(row)
+        # Keyframes only: a receiver drops the other packets before the decoder reads its pipe.
+        assert "-f nut -i pipe:0" in cmdline(row)
+        assert len(receivers()) == 1
         slow = await frames(client, 3, wait_s=10)
         assert all(abs(g - 1 / 0.25) < GAP_TOLERANCE_S for g in gaps_s(slow)), gaps_s(slow)
         assert len({r.content for r in slow}) == 3  # the ball moved: no duplicates
@@ -99,15 +109,23 @@ async def test_auto_learns_the_gop_and_switches_both_ways(
         fast = await frames(client, 6, wait_s=5)
         mean_gap = sum(gaps_s(fast)) / len(gaps_s(fast))
         assert abs(mean_gap - 0.5) < 0.15, gaps_s(fast)
-        assert "-discard" not in cmdline(await sampler(client))
+        assert "-i pipe:0" not in cmdline(await sampler(client))
+        assert receivers() == []  # stopped and reaped with its decoder
 
         await client.patch(f"/api/v1/ai-tasks/{task['id']}", json={"fps": 0.5})
         assert (await sampler(client))["decode_mode"] == "keyframes"  # at the keyframe rate
 
 
+@pytest.mark.parametrize("packet_drop", [True, False], ids=["pipeline", "skip-frame-fallback"])
 async def test_forced_keyframes_give_the_keyframe_rate_without_duplicates(
-    rtsp_camera: RtspTestCamera, tmp_path: Path
+    rtsp_camera: RtspTestCamera, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, packet_drop: bool
 ) -> None:
+    """Also with an ffmpeg that cannot drop packets (before 5.1): one process, -skip_frame."""
+
+    async def probe(_ffmpeg: str) -> bool:
+        return packet_drop
+
+    monkeypatch.setattr(ffmpeg, "probe_packet_drop", probe)
     async with kernel(tmp_path, rtsp_camera, ai_decode_mode="keyframes") as client:
         await client.post(
             "/api/v1/cameras/gate/ai-tasks", json={"task_type": "motion", "fps": 2, "width": 320}
@@ -118,3 +136,5 @@ async def test_forced_keyframes_give_the_keyframe_rate_without_duplicates(
         row = await sampler(client)
         assert row["decode_mode"] == "keyframes" and row["fps"] == 2.0
         assert abs(row["keyframe_interval_s"] - GOP_S) < 0.1
+        assert ("-skip_frame nokey" in cmdline(row)) is not packet_drop
+        assert len(receivers()) == int(packet_drop)

@@ -1,4 +1,4 @@
-"""Keyframe intervals from ffmpeg's log, and the decode-mode decision."""
+"""Keyframe intervals and frame size from ffmpeg's keyframe log; the decode-mode decisions."""
 
 from __future__ import annotations
 
@@ -6,35 +6,44 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from heldar.config import DecodeMode
-from heldar.media.keyframes import KeyframeIntervals, stderr_filter
+from heldar.media.keyframes import FrameSize, KeyframeIntervals, stderr_filter
 from heldar.media.process import StderrRing
-from heldar.services.sampler_manager import effective_mode
-
-SHOWINFO = (
-    "[Parsed_showinfo_2 @ 0x55c393647400] [info] n:   3 pts: 324000 pts_time:{t}     "
-    "pos:    -1 fmt:yuv420p sar:1/1 s:640x360 i:P iskey:1 type:I checksum:4CE9C729"
-)
+from heldar.services.sampler_manager import decode_threads, effective_mode
 
 
-def test_info_lines_feed_keyframes_and_stay_out_of_the_tail() -> None:
-    seen: list[float] = []
-    ring = StderrRing(line_hook=stderr_filter(seen.append))
+def test_keyframe_packet_lines_feed_times_and_size_and_stay_out_of_the_tail() -> None:
+    times: list[float] = []
+    sizes: list[FrameSize] = []
+    ring = StderrRing(line_hook=stderr_filter(times.append, sizes.append))
     lines = [
-        "[info] Input #0, rtsp, from 'rtsp://u:secret@127.0.0.1/x':",
-        SHOWINFO.format(t="1.8"),
-        "[Parsed_showinfo_2 @ 0x55c393647400] [info] color_range:unknown",
-        SHOWINFO.format(t="3.8"),
-        "[rtsp @ 0x55d5c] [error] method DESCRIBE failed: 404 Not Found",
-        "[h264 @ 0x55] [warning] concealing 12 errors",
-        "an untagged line",
+        "#extradata 0:       40, 0xb02a08f2",
+        "#software: Lavf59.27.100",
+        "#tb 0: 1/90000",
+        "#media_type 0: video",
+        "#codec_id 0: h264",
+        "#dimensions 0: 1920x1080",
+        "#sar 0: 1/1",
+        "0,     158400,     158400,     3600,    24117, 0x19a67644, S=1,       16",
+        "[rtsp @ 0x55d5c] method DESCRIBE failed: 404 Not Found",
+        "0,     338400,     338400,     3600,    24409, 0x0e09c8ba",
+        "[h264 @ 0x55] concealing 12 errors",
+        "#an odd line that is not a header of ours",
     ]
     ring.feed(("\n".join(lines) + "\n").encode())
-    assert seen == [1.8, 3.8]
+    assert times == [1.76, 3.76]
+    assert sizes == [FrameSize(1920, 1080)]
     assert ring.text().splitlines() == [
         "[rtsp @ 0x55d5c] method DESCRIBE failed: 404 Not Found",
         "[h264 @ 0x55] concealing 12 errors",
-        "an untagged line",
+        "#an odd line that is not a header of ours",
     ]
+
+
+def test_packets_before_the_time_base_are_not_guessed() -> None:
+    times: list[float] = []
+    hook = stderr_filter(times.append)
+    assert hook("0,     158400,     158400,     3600,    24117, 0x19a67644") is None
+    assert times == []
 
 
 def test_interval_is_the_median_gap() -> None:
@@ -63,3 +72,11 @@ def test_effective_mode() -> None:
     assert effective_mode(auto, 1.0, 2.0) is full  # above it
     assert effective_mode(keyframes, 5.0, 2.0) is keyframes
     assert effective_mode(full, 0.1, 2.0) is full
+
+
+def test_decode_threads() -> None:
+    keyframes, full = DecodeMode.KEYFRAMES, DecodeMode.ALL
+    assert decode_threads(full, None) == 1  # unknown: one thread until the size says more
+    assert decode_threads(full, 1920 * 1080) == 1
+    assert decode_threads(full, 2560 * 1440) == 0  # ffmpeg's threading keeps a big one fresh
+    assert decode_threads(keyframes, 3840 * 2160) == 1

@@ -8,6 +8,7 @@ ffprobe is optional: the kernel itself never needs it.
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ RTSP_ANALYZE_DURATION_S = 0.5
 # still produced correct frames, because RTSP carries the codec parameters in its SDP.
 FAST_START_PROBE_BYTES = 32
 _US_PER_S = 1_000_000
+_NOISE_DROP_OPTION = re.compile(r"^\s*-drop\s", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +83,28 @@ def _bundled_ffmpeg() -> str:
 
 async def probe_version(ffmpeg: str) -> str:
     """First line of ``ffmpeg -version``; raise Unavailable if it cannot run."""
+    out = await _output_of(ffmpeg, "-version")
+    first_line = out.decode("utf-8", "replace").splitlines()[0]
+    return first_line.split(" Copyright", 1)[0].strip()
+
+
+async def probe_packet_drop(ffmpeg: str) -> bool:
+    """Whether the ``noise`` bitstream filter takes a ``drop`` expression (ffmpeg 5.1+): the
+    keyframe sampler's receiver drops packets with it (:mod:`heldar.services.sampler`)."""
+    try:
+        out = await _output_of(ffmpeg, "-h", "bsf=noise")
+    except Unavailable:
+        return False
+    return _NOISE_DROP_OPTION.search(out.decode("utf-8", "replace")) is not None
+
+
+async def _output_of(ffmpeg: str, *args: str) -> bytes:
+    """stdout of a short informational ffmpeg run; Unavailable if it fails or says nothing."""
     try:
         proc = await asyncio.create_subprocess_exec(
             ffmpeg,
             "-hide_banner",
-            "-version",
+            *args,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
@@ -97,11 +116,10 @@ async def probe_version(ffmpeg: str) -> str:
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise Unavailable(f"ffmpeg at {ffmpeg} did not answer -version in time") from None
+        raise Unavailable(f"ffmpeg at {ffmpeg} did not answer {' '.join(args)} in time") from None
     if proc.returncode != 0 or not out:
-        raise Unavailable(f"ffmpeg at {ffmpeg} failed to report its version")
-    first_line = out.decode("utf-8", "replace").splitlines()[0]
-    return first_line.split(" Copyright", 1)[0].strip()
+        raise Unavailable(f"ffmpeg at {ffmpeg} failed to answer {' '.join(args)}")
+    return out
 
 
 def input_args(

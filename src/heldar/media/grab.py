@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from heldar.errors import Unavailable
 from heldar.media import ffmpeg
@@ -29,6 +31,7 @@ class GrabbedFrame:
     data: bytes
     width: int
     height: int
+    captured_at: datetime  # when the frame arrived, before the process was stopped
 
 
 def grab_argv(ffmpeg_bin: str, url: StreamUrl, io_timeout_s: float) -> list[str]:
@@ -41,8 +44,11 @@ def grab_argv(ffmpeg_bin: str, url: StreamUrl, io_timeout_s: float) -> list[str]
     ]  # fmt: skip
 
 
-async def grab_frame(ffmpeg_bin: str, url: StreamUrl, *, timeout_s: float) -> GrabbedFrame:
-    """The first frame of ``url`` within ``timeout_s``; Unavailable when there is none."""
+async def grab_frame(
+    ffmpeg_bin: str, url: StreamUrl, *, timeout_s: float, now: Callable[[], datetime]
+) -> GrabbedFrame:
+    """The first frame of ``url`` within ``timeout_s``, stamped by ``now`` as it arrives;
+    Unavailable when there is none."""
     path = url.file_path
     if path is not None and not path.is_file():
         raise Unavailable(f"file source {path} does not exist")
@@ -51,6 +57,7 @@ async def grab_frame(ffmpeg_bin: str, url: StreamUrl, *, timeout_s: float) -> Gr
         grab_argv(ffmpeg_bin, url, io_timeout_s), label=f"grab {url.masked}"
     )
     data: bytes | None = None
+    captured_at = None
     timed_out = False
     async with proc:
         frames = read_frames(proc.stdout)
@@ -58,15 +65,16 @@ async def grab_frame(ffmpeg_bin: str, url: StreamUrl, *, timeout_s: float) -> Gr
             try:
                 async with asyncio.timeout(timeout_s):
                     data = await anext(frames, None)
+                    captured_at = now()
             except TimeoutError:
                 timed_out = True
         await proc.stop(GRAB_STOP_GRACE_S)
-    if data is not None:
+    if data is not None and captured_at is not None:
         try:
             width, height = jpeg_dimensions(data)
         except ValueError:
             raise Unavailable(f"{url.masked}: ffmpeg returned an undecodable image") from None
-        return GrabbedFrame(data, width, height)
+        return GrabbedFrame(data, width, height, captured_at)
     if timed_out:
         raise Unavailable(f"{url.masked}: no frame within {timeout_s:g} s")
     reason = proc.failure_reason()

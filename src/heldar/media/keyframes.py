@@ -1,12 +1,18 @@
-"""Learning a stream's keyframe interval from ffmpeg's own log, at no decode cost.
+"""What a sampler learns about its stream from the keyframe packets, at no decode cost.
 
-The sampler's filter graph passes every keyframe it decodes through ``showinfo`` (after a
-``select='key'`` in full-decode mode), and runs ffmpeg with ``-loglevel level+info`` so each
-log line carries its level. :func:`stderr_filter` reads the ``pts_time`` of those keyframe lines,
-keeps every ``info`` line out of the stderr tail (so failure reasons stay ffmpeg's warnings and
-errors) and strips the level tag from the rest, so stored lines read as they always did.
-:class:`KeyframeIntervals` turns keyframe times into an interval: the median of the recent gaps,
-which ignores a lost keyframe or a timestamp jump.
+Every sampler command has a second, stream-copy output (:func:`keyframe_log_args`): the video
+packets pass a ``noise`` bitstream filter that drops every non-key packet, and the ``framecrc``
+muxer writes one line per keyframe *packet* to stderr, flushed at once::
+
+    #tb 0: 1/90000
+    #dimensions 0: 1920x1080
+    0,     158400,     158400,     3600,    24117, 0x19a67644, S=1,       16
+
+Nothing is decoded for it, so it works the same in every decode mode and sees every keyframe even
+when only some are decoded. :func:`stderr_filter` reads the time base, the frame size and each
+keyframe's ``pts``, and keeps those lines out of the stderr tail (failure reasons stay ffmpeg's
+own warnings and errors). :class:`KeyframeIntervals` turns keyframe times into an interval: the
+median of the recent gaps, which ignores a lost keyframe or a timestamp jump.
 """
 
 from __future__ import annotations
@@ -15,16 +21,38 @@ import re
 import statistics
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
 
-# One keyframe line of showinfo: "... n:   3 pts: 324000 pts_time:3.6 ... iskey:1 type:I ...".
-_SHOWINFO_KEYFRAME = re.compile(r"\bpts_time:\s*(-?[0-9]+(?:\.[0-9]+)?)\b.*\biskey:1\b")
-_LEVEL_TAG = re.compile(r"\[(panic|fatal|error|warning|info|verbose|debug|trace)\] ")
-_QUIET_LEVELS = frozenset({"info", "verbose", "debug", "trace"})
 # Gaps remembered: a few GOPs, so a changed GOP shows within seconds to a minute.
 INTERVAL_WINDOW = 8
 # Gaps outside this range are not keyframe intervals (a reset of the timestamps, a pause).
 MIN_INTERVAL_S = 0.01
 MAX_INTERVAL_S = 60.0
+
+_TIME_BASE = re.compile(r"^#tb 0: (\d+)/(\d+)\s*$")
+_DIMENSIONS = re.compile(r"^#dimensions 0: (\d+)x(\d+)\s*$")
+# stream index, dts, pts, duration, size, checksum[, side data]
+_PACKET = re.compile(r"^0,\s*(-?\d+),\s*(-?\d+),\s*-?\d+,\s*\d+,\s*0x[0-9a-f]+")
+_HEADER = re.compile(r"^#[a-z_]+(?: \d+)?:\s")
+
+
+def keyframe_log_args() -> list[str]:
+    """The second output of a sampler command: one ``framecrc`` line per keyframe on stderr."""
+    return [
+        "-map", "0:v:0", "-c", "copy", "-bsf:v", "noise=drop=not(key)",
+        "-flush_packets", "1", "-f", "framecrc", "pipe:2",
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class FrameSize:
+    width: int
+    height: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
 
 
 class KeyframeIntervals:
@@ -47,17 +75,29 @@ class KeyframeIntervals:
         return statistics.median(self._gaps) if self._gaps else None
 
 
-def stderr_filter(on_keyframe: Callable[[float], None]) -> Callable[[str], str | None]:
-    """A :class:`~heldar.media.process.StderrRing` line hook for ``-loglevel level+info``."""
+def stderr_filter(
+    on_keyframe: Callable[[float], None],
+    on_size: Callable[[FrameSize], None] | None = None,
+) -> Callable[[str], str | None]:
+    """A :class:`~heldar.media.process.StderrRing` line hook for :func:`keyframe_log_args`.
+
+    ``on_keyframe`` gets each keyframe's presentation time in seconds; ``on_size`` the coded
+    frame size, once per run. Every other line is kept as it is.
+    """
+    time_base = Fraction(0)
 
     def hook(line: str) -> str | None:
-        tag = _LEVEL_TAG.search(line)
-        if tag is None:
-            return line
-        if tag.group(1) in _QUIET_LEVELS:
-            if keyframe := _SHOWINFO_KEYFRAME.search(line):
-                on_keyframe(float(keyframe.group(1)))
+        nonlocal time_base
+        if packet := _PACKET.match(line):
+            if time_base:
+                on_keyframe(float(int(packet.group(2)) * time_base))
             return None
-        return line[: tag.start()] + line[tag.end() :]
+        if not line.startswith("#"):
+            return line
+        if tb := _TIME_BASE.match(line):
+            time_base = Fraction(int(tb.group(1)), max(1, int(tb.group(2))))
+        elif (size := _DIMENSIONS.match(line)) and on_size is not None:
+            on_size(FrameSize(int(size.group(1)), int(size.group(2))))
+        return None if _HEADER.match(line) else line
 
     return hook

@@ -246,27 +246,37 @@ class FfmpegProcess:
         stderr_limit_bytes: int = DEFAULT_STDERR_LIMIT_BYTES,
         stdout_limit_bytes: int = DEFAULT_STDOUT_LIMIT_BYTES,
         stderr_line_hook: Callable[[str], str | None] | None = None,
+        stdin_fd: int | None = None,
+        stdout_fd: int | None = None,
     ) -> Self:
         """Spawn ``argv`` (no shell); stdin is /dev/null, stdout a pipe if ``capture_stdout``.
 
         ``stderr_line_hook``: see :class:`StderrRing` (it runs in the event loop: keep it cheap).
+        ``stdin_fd`` / ``stdout_fd``: a file descriptor for the child's stdin / stdout instead
+        (the ends of a pipe between two children); the caller keeps and closes its own copy.
+        ``stdout_fd`` excludes ``capture_stdout``.
 
         Raises :class:`~heldar.errors.Unavailable` (message redacted, naming the binary) when the
         program cannot be spawned.
         """
         if not argv:
             raise ValueError("argv must name a program")
+        if stdout_fd is not None:
+            capture_stdout = False
         program, *args = argv
         ring = StderrRing(stderr_limit_bytes, stderr_line_hook)
         stdout = asyncio.StreamReader(limit=stdout_limit_bytes) if capture_stdout else None
+        stdout_target = asyncio.subprocess.PIPE if capture_stdout else asyncio.subprocess.DEVNULL
+        if stdout_fd is not None:
+            stdout_target = stdout_fd
         loop = asyncio.get_running_loop()
         try:
             transport, protocol = await loop.subprocess_exec(
                 lambda: _ChildProtocol(ring, stdout),
                 program,
                 *args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE if capture_stdout else asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.DEVNULL if stdin_fd is None else stdin_fd,
+                stdout=stdout_target,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
             )

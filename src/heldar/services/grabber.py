@@ -160,7 +160,9 @@ class Grabber:
             if index < len(urls) - 1:
                 remaining_s = min(remaining_s, FIRST_URL_MAX_S)
             try:
-                grabbed = await grab_frame(self._ffmpeg_bin, url, timeout_s=remaining_s)
+                grabbed = await grab_frame(
+                    self._ffmpeg_bin, url, timeout_s=remaining_s, now=self._clock.now
+                )
             except Unavailable as exc:
                 reasons.append(exc.message)
                 continue
@@ -168,7 +170,7 @@ class Grabber:
                 grabbed.data,
                 grabbed.width,
                 grabbed.height,
-                self._clock.now(),
+                grabbed.captured_at,
                 SnapshotSource.GRAB,
             )
         reasons = reasons or [f"no frame within {self._grab_timeout_s:g} s"]

@@ -2,10 +2,11 @@
 
 ``Sampler.run()`` loops over ``run_once()`` with a fixed recovery rule:
 
-- ``run_once`` spawns ffmpeg (TCP for RTSP, an I/O timeout, ``fps`` then ``scale`` to the
-  granted width without upscaling, JPEG on stdout), splits stdout into frames and publishes
-  each to the :class:`FrameStore`. No frame for ``stall_timeout_s(fps)`` is a stall: the
-  process is stopped and the run ends.
+- ``run_once`` spawns the decoder (:func:`build_argv`: TCP for RTSP, an I/O timeout, the
+  granted rate, ``scale`` to the granted width without upscaling, JPEG on stdout): one ffmpeg
+  in full decode, a ``receiver | decoder`` pair in keyframe mode. It splits stdout into frames
+  and publishes each to the :class:`FrameStore`. No frame for ``stall_timeout_s(fps)`` is a
+  stall: the processes are stopped and the run ends.
 - After a run the sampler is ``offline`` (or ``stalled``) and waits ``backoff_delay_s``;
   the attempt counter resets after a run that delivered frames for ``HEALTHY_RUN_S``.
 - ``error``: no usable URL or a missing file source is re-checked every ``BACKOFF_MAX_S``
@@ -31,7 +32,8 @@ from heldar.config import DecodeMode
 from heldar.errors import Unavailable
 from heldar.media import ffmpeg
 from heldar.media.jpeg import jpeg_dimensions, read_frames
-from heldar.media.keyframes import KeyframeIntervals, stderr_filter
+from heldar.media.keyframes import FrameSize, KeyframeIntervals, keyframe_log_args, stderr_filter
+from heldar.media.pipeline import FfmpegPipeline
 from heldar.media.process import FfmpegProcess
 from heldar.media.urls import StreamUrl
 from heldar.services.budget import SamplerKey
@@ -54,6 +56,9 @@ STOP_GRACE_S = 2.0
 KEYFRAME_INTERVAL_CHANGE = 0.1
 # JPEG quality for mjpeg (2 best .. 31 worst); 5 keeps detail for detectors at ~1/3 the size of 2.
 JPEG_QSCALE = 5
+# The keyframe decoder reads NUT from the receiver, whose header carries the codec parameters:
+# it needs no probing, and probing would hold the first frame back by several keyframes.
+PIPE_PROBE_BYTES = 32
 
 
 class SamplerState(StrEnum):
@@ -78,6 +83,15 @@ class SamplerSpec:
     fps: float
     width: int
     mode: DecodeMode = DecodeMode.ALL  # the effective mode: KEYFRAMES or ALL, never AUTO
+    decode_threads: int = 1  # full decode's decoder threads; 0 lets ffmpeg choose
+
+
+@dataclass(frozen=True, slots=True)
+class SamplerCommand:
+    """One ffmpeg (``decoder`` alone) or a pipeline ``receiver | decoder``."""
+
+    decoder: list[str]
+    receiver: list[str] | None = None
 
 
 def stall_timeout_s(fps: float) -> float:
@@ -91,6 +105,11 @@ def backoff_delay_s(attempt: int, rng: random.Random) -> float:
     return float(min(BACKOFF_MAX_S, jittered))
 
 
+def _grid_cell(fps: float) -> str:
+    """The index of a timestamp's ``1/fps`` cell; ``{t}`` is the timestamp in seconds."""
+    return f"floor({{t}}*{fps:g})"
+
+
 def rate_filter(fps: float) -> str:
     """At most one frame per ``1/fps`` grid cell of the stream's own time, never a duplicate.
 
@@ -99,34 +118,87 @@ def rate_filter(fps: float) -> str:
     of each cell and drops the rest: the average rate is ``fps`` when the input is faster, and the
     input's own rate when it is slower.
     """
-    return f"select='isnan(prev_selected_t)+gt(floor(t*{fps:g}),floor(prev_selected_t*{fps:g}))'"
+    cell = _grid_cell(fps)
+    now, before = cell.format(t="t"), cell.format(t="prev_selected_t")
+    return f"select='isnan(prev_selected_t)+gt({now},{before})'"
 
 
-def build_argv(ffmpeg_bin: str, spec: SamplerSpec, io_timeout_s: float) -> list[str]:
-    """The decoder command: rate first (fewer frames to scale), never upscale, JPEG to stdout.
+def keyframe_drop_filter(fps: float) -> str:
+    """A bitstream filter that keeps the first keyframe packet of each ``1/fps`` grid cell.
 
-    ``keyframes``: the demuxer drops every other packet (``-discard nokey``; ``-skip_frame
-    nokey`` is the decoder's backstop) and one decoder thread is enough. ``all``: every frame is
-    decoded. Either way the keyframes pass ``showinfo`` (a side branch in ``all`` mode), which is
-    how the sampler learns the stream's keyframe interval (:mod:`heldar.media.keyframes`).
+    The same grid as :func:`rate_filter`, on packets: every non-key packet and every keyframe in
+    an already served cell is dropped before any decoder sees it. The expression keeps its state
+    in ``noise``'s registers: 1 = a keyframe was kept, 0 = the cell of the last kept one (a cell
+    that differs, even backwards after a timestamp reset, is a new one). Commas are escaped for
+    the bitstream-filter list.
+
+    ffmpeg 5.1 tells the filter the input's time base but hands it packets in the output
+    muxer's, and NUT keeps a time base only if it is at least 1/48000: exact for RTP video
+    (always 90 kHz), too fine for some files (1/1000 becomes 1/64000, so every keyframe passes).
+    The decoder therefore applies the same grid again (:func:`rate_filter`), on the receiver's
+    own timestamps (``-copyts``: the grids must share their origin, or the second drops frames
+    the first kept): the rate is right for every source, and only those sources decode more
+    keyframes than they output.
+    """
+    cell = _grid_cell(fps).format(t="pts*tb")
+    keep = f"key*(not(ld(1))+not(eq({cell},ld(0))))"
+    expression = f"if({keep},st(1,1)*st(0,{cell})*0,1)"
+    return "noise=drop=" + expression.replace(",", "\\,")
+
+
+def build_argv(
+    ffmpeg_bin: str,
+    spec: SamplerSpec,
+    io_timeout_s: float,
+    *,
+    packet_drop: bool = True,
+    log_keyframes: bool = True,
+) -> SamplerCommand:
+    """The sampler's command: the rate before the scaler, never upscale, JPEG to stdout.
+
+    ``all``: one ffmpeg decodes every frame (``spec.decode_threads``) and keeps one per grid
+    cell. ``keyframes``: a receiver stream-copies only the keyframes that will be output
+    (:func:`keyframe_drop_filter`) into a pipe, in NUT (which carries the timestamps), and a
+    one-thread decoder reads them, so non-key packets never reach a decoder. Without
+    ``packet_drop`` (ffmpeg before 5.1) it falls back to one ffmpeg with ``-skip_frame nokey``,
+    whose decoder still parses every packet.
+
+    The filters and the JPEG encoder run on one thread each: a few small frames a second need no
+    thread pools, whose wake-ups cost about 10 % of a full decode (benchmarks/README.md).
+
+    Keyframe commands always log the keyframe packets (:func:`keyframe_log_args`): how the
+    sampler learns the keyframe interval and the frame size, and sees a longer GOP that calls for
+    full decode. Full decode logs them only with ``log_keyframes``: the stream copy behind the
+    log costs about 10 % of a full decode too, so it runs only until the stream is known.
     """
     assert spec.url is not None
+    head = [ffmpeg_bin, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "warning",
+            "-filter_threads", "1"]  # fmt: skip
     scale = f"scale=w='min({spec.width},iw)':h=-2:out_range=full,format=yuv420p"
-    rate = rate_filter(spec.fps)
-    if spec.mode is DecodeMode.KEYFRAMES:
-        decode = ["-discard", "nokey", "-skip_frame", "nokey", "-threads", "1"]
-        video_filter = f"showinfo,{rate},{scale}"
-    else:
-        decode = []
-        video_filter = f"split[keys][out];[keys]select='key',showinfo,nullsink;[out]{rate},{scale}"
-    return [
-        ffmpeg_bin, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info",
-        *decode,
-        *ffmpeg.input_args(spec.url, io_timeout_s),
-        "-vf", video_filter,
-        "-fps_mode", "passthrough",
-        *ffmpeg.jpeg_output_args(JPEG_QSCALE),
+    video_filter = f"{rate_filter(spec.fps)},{scale}"
+    source = ffmpeg.input_args(spec.url, io_timeout_s)
+    jpeg = ["-fps_mode", "passthrough", "-threads", "1", *ffmpeg.jpeg_output_args(JPEG_QSCALE)]
+    if spec.mode is not DecodeMode.KEYFRAMES or not packet_drop:
+        if spec.mode is DecodeMode.KEYFRAMES:
+            decode = ["-discard", "nokey", "-skip_frame", "nokey", "-threads", "1"]
+            log = keyframe_log_args()
+        else:
+            decode = ["-threads", str(spec.decode_threads)]
+            log = keyframe_log_args() if log_keyframes else []
+        return SamplerCommand(
+            [*head, *decode, *source, "-map", "0:v:0", "-vf", video_filter, *jpeg, *log]
+        )
+    receiver = [
+        *head, *source,
+        "-map", "0:v:0", "-c", "copy", "-bsf:v", keyframe_drop_filter(spec.fps),
+        "-flush_packets", "1", "-f", "nut", "pipe:1",
+        *keyframe_log_args(),
     ]  # fmt: skip
+    decoder = [
+        *head, "-threads", "1", "-probesize", str(PIPE_PROBE_BYTES), "-analyzeduration", "0",
+        "-copyts", "-f", "nut", "-i", "pipe:0", "-vf", video_filter, *jpeg,
+    ]  # fmt: skip
+    return SamplerCommand(decoder, receiver)
 
 
 class Sampler:
@@ -139,11 +211,22 @@ class Sampler:
         events: EventLog,
         clock: Clock,
         rng: random.Random | None = None,
+        packet_drop: bool = True,
+        keyframe_interval_s: float | None = None,
+        frame_size: FrameSize | None = None,
         on_keyframe_interval: Callable[[SamplerKey, float], None] | None = None,
+        on_frame_size: Callable[[SamplerKey, FrameSize], None] | None = None,
     ) -> None:
+        """``packet_drop``: see :func:`build_argv`. ``keyframe_interval_s`` and ``frame_size``:
+        what earlier samplers of this stream learned, if anything. The callbacks hear what this
+        one learns: the keyframe interval when it is new or changed, the frame size once per run.
+        """
         self.spec = spec
         self._on_keyframe_interval = on_keyframe_interval
-        self.keyframe_interval_s: float | None = None
+        self._on_frame_size = on_frame_size
+        self.keyframe_interval_s = keyframe_interval_s
+        self.frame_size = frame_size
+        self._packet_drop = packet_drop
         self._ffmpeg_bin = ffmpeg_bin
         self._frames = frames
         self._events = events
@@ -196,17 +279,31 @@ class Sampler:
 
     async def _run_once(self) -> bool:
         """One ffmpeg run; True if it delivered at least one frame."""
-        argv = build_argv(self._ffmpeg_bin, self.spec, ffmpeg.DEFAULT_IO_TIMEOUT_S)
+        command = build_argv(
+            self._ffmpeg_bin,
+            self.spec,
+            ffmpeg.DEFAULT_IO_TIMEOUT_S,
+            packet_drop=self._packet_drop,
+            log_keyframes=self.keyframe_interval_s is None or self.frame_size is None,
+        )
         keyframes = KeyframeIntervals()
 
         def on_keyframe(pts_time_s: float) -> None:
             keyframes.add(pts_time_s)
             self._learned(keyframes.interval_s)
 
+        hook = stderr_filter(on_keyframe, self._learned_size)
+        label = f"sampler {self._label}"
+        proc: FfmpegProcess | FfmpegPipeline
         try:
-            proc = await FfmpegProcess.start(
-                argv, label=f"sampler {self._label}", stderr_line_hook=stderr_filter(on_keyframe)
-            )
+            if command.receiver is None:
+                proc = await FfmpegProcess.start(
+                    command.decoder, label=label, stderr_line_hook=hook
+                )
+            else:
+                proc = await FfmpegPipeline.start(
+                    command.receiver, command.decoder, label=label, receiver_stderr_hook=hook
+                )
         except Unavailable as exc:
             self._set_error(exc.message)
             return False
@@ -252,6 +349,11 @@ class Sampler:
         changed = known is None or abs(interval_s - known) > KEYFRAME_INTERVAL_CHANGE * known
         if changed and self._on_keyframe_interval is not None:
             self._on_keyframe_interval(self.key, interval_s)
+
+    def _learned_size(self, size: FrameSize) -> None:
+        self.frame_size = size
+        if self._on_frame_size is not None:
+            self._on_frame_size(self.key, size)
 
     async def _publish(self, data: bytes) -> None:
         try:

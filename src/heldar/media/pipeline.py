@@ -1,0 +1,93 @@
+"""Two ffmpeg children joined by a pipe: a receiver feeding a decoder.
+
+The keyframe sampler uses it (see :mod:`heldar.services.sampler`): the receiver reads the camera
+and stream-copies only the packets worth decoding into the pipe, the decoder turns them into
+JPEGs on its stdout. ffmpeg 5.1 cannot filter packets before its own decoder, so this is how
+non-key packets never reach a decoder at all.
+
+It offers what the sampler uses of :class:`~heldar.media.process.FfmpegProcess` (``stdout``,
+``pid``, ``stop``, ``stderr_tail``, ``failure_reason``) and keeps its invariants for both
+children: each in its own process group, both always stopped and reaped, stderr redacted and
+bounded. Either child ending ends the other: the decoder sees EOF when the receiver exits, the
+receiver a broken pipe when the decoder exits. ``stop`` stops both together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+from typing import Self
+
+from heldar.media.process import DEFAULT_STOP_GRACE_S, FfmpegProcess
+
+
+class FfmpegPipeline:
+    """``receiver | decoder``; create it with :meth:`start`, end it with :meth:`stop`."""
+
+    def __init__(self, receiver: FfmpegProcess, decoder: FfmpegProcess) -> None:
+        """Internal: use :meth:`start`."""
+        self.receiver = receiver
+        self.decoder = decoder
+
+    @classmethod
+    async def start(
+        cls,
+        receiver_argv: Sequence[str],
+        decoder_argv: Sequence[str],
+        *,
+        label: str,
+        receiver_stderr_hook: Callable[[str], str | None] | None = None,
+    ) -> Self:
+        """Spawn both; raises :class:`~heldar.errors.Unavailable` like ``FfmpegProcess.start``."""
+        read_fd, write_fd = os.pipe()
+        try:
+            decoder = await FfmpegProcess.start(
+                decoder_argv, label=f"{label} decoder", stdin_fd=read_fd
+            )
+            try:
+                receiver = await FfmpegProcess.start(
+                    receiver_argv,
+                    label=f"{label} receiver",
+                    stdout_fd=write_fd,
+                    stderr_line_hook=receiver_stderr_hook,
+                )
+            except BaseException:
+                await decoder.stop()
+                raise
+        finally:  # the children hold their own ends; ours would keep EOF from ever coming
+            os.close(read_fd)
+            os.close(write_fd)
+        return cls(receiver, decoder)
+
+    @property
+    def pid(self) -> int:
+        """The decoder's pid (the process that delivers frames)."""
+        return self.decoder.pid
+
+    @property
+    def pids(self) -> tuple[int, int]:
+        return self.receiver.pid, self.decoder.pid
+
+    @property
+    def stdout(self) -> asyncio.StreamReader:
+        return self.decoder.stdout
+
+    def stderr_tail(self) -> str:
+        """Both tails, the receiver's first; each at most its own limit."""
+        parts = (self.receiver.stderr_tail(), self.decoder.stderr_tail())
+        return "\n".join(part for part in parts if part)
+
+    def failure_reason(self) -> str:
+        """The receiver's reason when it said anything (a camera problem ends the decoder too,
+        with nothing to say), else the decoder's."""
+        if self.receiver.stderr_tail().strip():
+            return self.receiver.failure_reason()
+        return self.decoder.failure_reason()
+
+    async def stop(self, grace_s: float = DEFAULT_STOP_GRACE_S) -> int:
+        """Stop both together; the decoder's returncode. Each child's cleanup runs to the end
+        even if the caller is cancelled (see ``FfmpegProcess.stop``)."""
+        stops = (self.receiver.stop(grace_s), self.decoder.stop(grace_s))
+        _, returncode = await asyncio.gather(*stops)
+        return returncode
