@@ -69,6 +69,18 @@ class Source:
     def keyframe_interval_s(self) -> float:
         return self.gop / self.fps
 
+    def camera(self) -> RtspTestCamera:
+        """The RTSP test camera sending this source, with a keeper so it runs steadily."""
+        return RtspTestCamera(
+            width=self.width,
+            height=self.height,
+            fps=self.fps,
+            gop=self.gop,
+            bitrate_kbps=self.bitrate_kbps,
+            codec=self.codec,
+            keeper=True,
+        )
+
 
 SOURCES = {
     s.name: s
@@ -163,7 +175,10 @@ def ours_command(ffmpeg: str, url: str, fps: float, source: Source) -> SamplerCo
     mode = effective_mode(DecodeMode.AUTO, fps, source.keyframe_interval_s)
     threads = decode_threads(mode, source.width * source.height)
     spec = SamplerSpec(SamplerKey("bench", "sub"), StreamUrl(url), fps, OUT_WIDTH, mode, threads)
-    return build_argv(ffmpeg, spec, DEFAULT_IO_TIMEOUT_S, log_keyframes=False)
+    # As the kernel runs it: the keyframe log stays on in keyframe mode only.
+    return build_argv(
+        ffmpeg, spec, DEFAULT_IO_TIMEOUT_S, log_keyframes=mode is DecodeMode.KEYFRAMES
+    )
 
 
 def receive_argv(ffmpeg: str, url: str) -> list[str]:
@@ -213,15 +228,7 @@ def run_source(
     source: Source, fps_levels: list[float], duration_s: float, repeats: int
 ) -> dict[str, Any]:
     ffmpeg = discover().ffmpeg
-    camera = RtspTestCamera(
-        width=source.width,
-        height=source.height,
-        fps=source.fps,
-        gop=source.gop,
-        bitrate_kbps=source.bitrate_kbps,
-        codec=source.codec,
-        keeper=True,
-    )
+    camera = source.camera()
     camera.start()
     try:
         url = camera.url
@@ -236,10 +243,16 @@ def run_source(
             for _ in range(repeats):  # alternate, so drift of the machine hits both alike
                 base.append(measure(single(baseline_argv(ffmpeg, url, fps)), duration_s))
                 ours.append(measure(ours_command(ffmpeg, url, fps, source), duration_s))
-            limit = receive_cpm + min(fps, keyframe_rate) * SECONDS_PER_MINUTE * per_keyframe_s
-            row = {
+            mode = effective_mode(DecodeMode.AUTO, fps, source.keyframe_interval_s)
+            # The limit is defined where keyframes suffice; above, every frame must be decoded.
+            limit = (
+                receive_cpm + min(fps, keyframe_rate) * SECONDS_PER_MINUTE * per_keyframe_s
+                if mode is DecodeMode.KEYFRAMES
+                else None
+            )
+            row: dict[str, Any] = {
                 "fps": fps,
-                "mode": effective_mode(DecodeMode.AUTO, fps, source.keyframe_interval_s).value,
+                "mode": mode.value,
                 "baseline_cpu_s_per_min": statistics.median(s.cpu_s_per_min for s in base),
                 "ours_cpu_s_per_min": statistics.median(s.cpu_s_per_min for s in ours),
                 "limit_cpu_s_per_min": limit,
@@ -249,7 +262,7 @@ def run_source(
                 "ours_memory_mb": statistics.median(s.memory_mb for s in ours),
             }
             row["baseline_over_ours"] = row["baseline_cpu_s_per_min"] / row["ours_cpu_s_per_min"]
-            row["ours_over_limit"] = row["ours_cpu_s_per_min"] / limit
+            row["ours_over_limit"] = None if limit is None else row["ours_cpu_s_per_min"] / limit
             rows.append(row)
             print(_format_row(source.name, row), flush=True)
         return {
@@ -267,10 +280,26 @@ def _format_row(name: str, row: dict[str, Any]) -> str:
     return (
         f"{name:18s} {row['fps']:>4g} fps {row['mode']:>9s} | baseline "
         f"{row['baseline_cpu_s_per_min']:6.2f} | ours {row['ours_cpu_s_per_min']:5.2f} | limit "
-        f"{row['limit_cpu_s_per_min']:5.2f} | base/ours {row['baseline_over_ours']:5.1f}x | "
-        f"ours/limit {row['ours_over_limit']:4.2f} | out {row['ours_out_fps']:.2f} fps | "
+        f"{_opt(row['limit_cpu_s_per_min'], '5.2f')} | base/ours "
+        f"{row['baseline_over_ours']:5.1f}x | ours/limit {_opt(row['ours_over_limit'], '4.2f')} | "
+        f"out {row['ours_out_fps']:.2f} fps | "
         f"mem {row['baseline_memory_mb']:.0f}/{row['ours_memory_mb']:.0f} MB"
     )
+
+
+def _markdown_row(name: str, row: dict[str, Any]) -> str:
+    cells = [
+        name, f"{row['fps']:g}", row["mode"], f"{row['baseline_cpu_s_per_min']:.2f}",
+        f"{row['ours_cpu_s_per_min']:.2f}", _opt(row["limit_cpu_s_per_min"], ".2f"),
+        f"{row['baseline_over_ours']:.2f}x", _opt(row["ours_over_limit"], ".2f", "x"),
+        f"{row['ours_out_fps']:.2f}",
+        f"{row['baseline_memory_mb']:.0f} / {row['ours_memory_mb']:.0f}",
+    ]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+def _opt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
 def main() -> None:
@@ -286,6 +315,12 @@ def main() -> None:
         run_source(SOURCES[name], fps_levels, args.duration, args.repeats)
         for name in args.sources.split(",")
     ]
+    print("\n| source | out fps | mode | baseline | ours | limit | baseline / ours | "
+          "ours / limit | ours out fps | PSS baseline / ours (MB) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for result in results:
+        for row in result["rows"]:
+            print(_markdown_row(result["source"]["name"], row))
     path = write_result("decode_cpu", {"duration_s": args.duration, "repeats": args.repeats,
                                        "sources": results})  # fmt: skip
     print(f"wrote {path}")

@@ -99,6 +99,8 @@ async def test_auto_learns_the_gop_and_switches_both_ways(
         # Keyframes only: a receiver drops the other packets before the decoder reads its pipe.
         assert "-f nut -i pipe:0" in cmdline(row)
         assert len(receivers()) == 1
+        assert "noise=drop=if(key" in " ".join(psutil.Process(row["pids"][0]).cmdline())
+        assert row["pids"][1] == row["pid"]
         slow = await frames(client, 3, wait_s=10)
         assert all(abs(g - 1 / 0.25) < GAP_TOLERANCE_S for g in gaps_s(slow)), gaps_s(slow)
         assert len({r.content for r in slow}) == 3  # the ball moved: no duplicates

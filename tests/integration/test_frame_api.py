@@ -63,6 +63,7 @@ SAMPLER_FIELDS = {
     "restarts",
     "last_error",
     "pid",
+    "pids",
     "decode_mode",
     "keyframe_interval_s",
 }

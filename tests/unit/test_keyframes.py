@@ -6,7 +6,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from heldar.config import DecodeMode
-from heldar.media.keyframes import FrameSize, KeyframeIntervals, stderr_filter
+from heldar.media.keyframes import (
+    FrameSize,
+    KeyframeIntervals,
+    stderr_filter,
+)
 from heldar.media.process import StderrRing
 from heldar.services.sampler_manager import decode_threads, effective_mode
 

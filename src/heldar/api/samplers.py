@@ -40,7 +40,10 @@ class SamplerOut(BaseModel):
     frames_total: int
     restarts: int
     last_error: str | None
-    pid: int | None
+    pid: int | None = Field(description="The decoder process that delivers the frames.")
+    pids: list[int] = Field(
+        description="Every process of the sampler: in keyframe mode the receiver, then the decoder."
+    )
     decode_mode: DecodeMode | None = Field(
         description="keyframes or all: how the running decoder decodes; null when not running."
     )
@@ -71,6 +74,7 @@ async def list_samplers(kernel: KernelDep) -> list[SamplerOut]:
                 restarts=sampler.restarts if sampler else 0,
                 last_error=sampler.last_error if sampler else None,
                 pid=sampler.pid if sampler else None,
+                pids=list(sampler.pids) if sampler else [],
                 decode_mode=planned.spec.mode if planned.spec else None,
                 keyframe_interval_s=kernel.samplers.keyframe_interval_s(planned.key),
             )

@@ -305,6 +305,11 @@ class FfmpegProcess:
         return self._pid
 
     @property
+    def pids(self) -> tuple[int]:
+        """The same pid, as the one member of this "pipeline" (see FfmpegPipeline.pids)."""
+        return (self._pid,)
+
+    @property
     def returncode(self) -> int | None:
         """None while running; negative for a signal (``-9`` after SIGKILL)."""
         return self._transport.get_returncode()

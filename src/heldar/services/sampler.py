@@ -7,6 +7,11 @@
   in full decode, a ``receiver | decoder`` pair in keyframe mode. It splits stdout into frames
   and publishes each to the :class:`FrameStore`. No frame for ``stall_timeout_s(fps)`` is a
   stall: the processes are stopped and the run ends.
+- Learning the stream: a run also logs keyframe packets (:mod:`heldar.media.keyframes`) and
+  reports the keyframe interval and frame size to the manager, which may re-plan the mode or the
+  decoder threads. Keyframe mode always logs (a GOP that grows past the grid cell must switch to
+  full decode); full decode logs only until the stream is known (from this sampler or an
+  earlier one of the same stream), because there the log costs about 10 %.
 - After a run the sampler is ``offline`` (or ``stalled``) and waits ``backoff_delay_s``;
   the attempt counter resets after a run that delivered frames for ``HEALTHY_RUN_S``.
 - ``error``: no usable URL or a missing file source is re-checked every ``BACKOFF_MAX_S``
@@ -32,7 +37,12 @@ from heldar.config import DecodeMode
 from heldar.errors import Unavailable
 from heldar.media import ffmpeg
 from heldar.media.jpeg import jpeg_dimensions, read_frames
-from heldar.media.keyframes import FrameSize, KeyframeIntervals, keyframe_log_args, stderr_filter
+from heldar.media.keyframes import (
+    FrameSize,
+    KeyframeIntervals,
+    keyframe_log_args,
+    stderr_filter,
+)
 from heldar.media.pipeline import FfmpegPipeline
 from heldar.media.process import FfmpegProcess
 from heldar.media.urls import StreamUrl
@@ -166,10 +176,10 @@ def build_argv(
     The filters and the JPEG encoder run on one thread each: a few small frames a second need no
     thread pools, whose wake-ups cost about 10 % of a full decode (benchmarks/README.md).
 
-    Keyframe commands always log the keyframe packets (:func:`keyframe_log_args`): how the
-    sampler learns the keyframe interval and the frame size, and sees a longer GOP that calls for
-    full decode. Full decode logs them only with ``log_keyframes``: the stream copy behind the
-    log costs about 10 % of a full decode too, so it runs only until the stream is known.
+    With ``log_keyframes`` the command also logs the keyframe packets
+    (:func:`keyframe_log_args`): how the sampler learns the keyframe interval and the frame size.
+    The stream copy behind the log costs about 10 % of a full decode (nothing measurable in a
+    keyframe receiver), so full decode runs it only until the stream is known (see ``Sampler``).
     """
     assert spec.url is not None
     head = [ffmpeg_bin, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "warning",
@@ -177,14 +187,13 @@ def build_argv(
     scale = f"scale=w='min({spec.width},iw)':h=-2:out_range=full,format=yuv420p"
     video_filter = f"{rate_filter(spec.fps)},{scale}"
     source = ffmpeg.input_args(spec.url, io_timeout_s)
+    log = keyframe_log_args() if log_keyframes else []
     jpeg = ["-fps_mode", "passthrough", "-threads", "1", *ffmpeg.jpeg_output_args(JPEG_QSCALE)]
     if spec.mode is not DecodeMode.KEYFRAMES or not packet_drop:
         if spec.mode is DecodeMode.KEYFRAMES:
             decode = ["-discard", "nokey", "-skip_frame", "nokey", "-threads", "1"]
-            log = keyframe_log_args()
         else:
             decode = ["-threads", str(spec.decode_threads)]
-            log = keyframe_log_args() if log_keyframes else []
         return SamplerCommand(
             [*head, *decode, *source, "-map", "0:v:0", "-vf", video_filter, *jpeg, *log]
         )
@@ -192,7 +201,7 @@ def build_argv(
         *head, *source,
         "-map", "0:v:0", "-c", "copy", "-bsf:v", keyframe_drop_filter(spec.fps),
         "-flush_packets", "1", "-f", "nut", "pipe:1",
-        *keyframe_log_args(),
+        *log,
     ]  # fmt: skip
     decoder = [
         *head, "-threads", "1", "-probesize", str(PIPE_PROBE_BYTES), "-analyzeduration", "0",
@@ -236,7 +245,8 @@ class Sampler:
         self.frames_total = 0
         self.restarts = 0
         self.last_error: str | None = None
-        self.pid: int | None = None
+        self.pid: int | None = None  # the process that delivers the frames
+        self.pids: tuple[int, ...] = ()  # every process of the current run
         self._announced_offline = False
 
     @property
@@ -267,6 +277,7 @@ class Sampler:
         finally:
             self.state = SamplerState.STOPPED
             self.pid = None
+            self.pids = ()
 
     def _source_problem(self) -> str | None:
         url = self.spec.url
@@ -279,12 +290,20 @@ class Sampler:
 
     async def _run_once(self) -> bool:
         """One ffmpeg run; True if it delivered at least one frame."""
+        # Keyframe mode always logs: a GOP that grows past the grid cell must switch to full
+        # decode, and the log costs a keyframe receiver nothing measurable. Full decode logs
+        # until the stream is known (there it costs about 10 %).
+        log_keyframes = (
+            self.spec.mode is DecodeMode.KEYFRAMES
+            or self.keyframe_interval_s is None
+            or self.frame_size is None
+        )
         command = build_argv(
             self._ffmpeg_bin,
             self.spec,
             ffmpeg.DEFAULT_IO_TIMEOUT_S,
             packet_drop=self._packet_drop,
-            log_keyframes=self.keyframe_interval_s is None or self.frame_size is None,
+            log_keyframes=log_keyframes,
         )
         keyframes = KeyframeIntervals()
 
@@ -310,6 +329,7 @@ class Sampler:
         delivered = False
         stalled = False
         self.pid = proc.pid
+        self.pids = proc.pids
         # A retry during an announced outage keeps showing it (offline or stalled) until frames
         # arrive, rather than flapping to connecting on every attempt.
         if not (self._announced_offline and self.state in _DOWN_STATES):
@@ -331,6 +351,7 @@ class Sampler:
         finally:
             await proc.stop(STOP_GRACE_S)
             self.pid = None
+            self.pids = ()
         tail = proc.stderr_tail()
         if stalled:
             reason = f"no frame for {timeout_s:g} s; restarting ffmpeg"

@@ -1,0 +1,49 @@
+"""The sampler's commands: which processes, which decode options, and when the keyframe log runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from heldar.config import DecodeMode
+from heldar.media.urls import StreamUrl
+from heldar.services.budget import SamplerKey
+from heldar.services.sampler import SamplerSpec, build_argv
+
+URL = StreamUrl("rtsp://user:pw@127.0.0.1:8554/cam")
+
+
+def spec(mode: DecodeMode, threads: int = 1) -> SamplerSpec:
+    return SamplerSpec(SamplerKey("cam", "sub"), URL, 0.5, 640, mode, threads)
+
+
+@pytest.mark.parametrize("log", [True, False])
+def test_keyframes_run_a_receiver_into_a_one_thread_decoder(log: bool) -> None:
+    command = build_argv("ffmpeg", spec(DecodeMode.KEYFRAMES), 5.0, log_keyframes=log)
+    assert command.receiver is not None
+    receiver, decoder = " ".join(command.receiver), " ".join(command.decoder)
+    assert "-c copy -bsf:v noise=drop=if(key" in receiver and "-f nut pipe:1" in receiver
+    assert receiver.count("-f framecrc pipe:2") == int(log)
+    assert "-i pipe:0" in decoder and "-threads 1" in decoder and "-copyts" in decoder
+    assert "rtsp://" not in decoder and "-skip_frame" not in decoder
+
+
+@pytest.mark.parametrize("log", [True, False])
+def test_old_ffmpeg_falls_back_to_skip_frame_in_one_process(log: bool) -> None:
+    command = build_argv(
+        "ffmpeg", spec(DecodeMode.KEYFRAMES), 5.0, packet_drop=False, log_keyframes=log
+    )
+    assert command.receiver is None
+    decoder = " ".join(command.decoder)
+    assert "-skip_frame nokey" in decoder and "noise=drop=if" not in decoder
+    assert decoder.count("-f framecrc pipe:2") == int(log)
+
+
+@pytest.mark.parametrize(("threads", "log"), [(1, True), (0, False)])
+def test_full_decode_is_one_process_with_the_planned_threads(threads: int, log: bool) -> None:
+    command = build_argv("ffmpeg", spec(DecodeMode.ALL, threads), 5.0, log_keyframes=log)
+    assert command.receiver is None
+    decoder = " ".join(command.decoder)
+    assert f"-threads {threads} -rtsp_transport tcp" in decoder
+    assert "-filter_threads 1" in decoder and "-threads 1 -an" in decoder  # filters, encoder
+    assert "-skip_frame" not in decoder and "noise=drop=if" not in decoder
+    assert decoder.count("-f framecrc pipe:2") == int(log)
