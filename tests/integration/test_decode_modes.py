@@ -25,7 +25,7 @@ from tests.support.polling import eventually
 from tests.support.rtsp_camera import RtspTestCamera
 
 GOP_S = 2.0  # the session camera: GOP 30 at 15 fps
-LEARN_S = 30.0  # start, first keyframes, re-plan, restart: about 6-10 s
+LEARN_S = 30.0  # start, four keyframes (three gaps), re-plan, restart: about 8-12 s
 GAP_TOLERANCE_S = 0.6  # kernel receive times jitter by network and decode, not by the grid
 
 
@@ -139,4 +139,9 @@ async def test_forced_keyframes_give_the_keyframe_rate_without_duplicates(
         assert row["decode_mode"] == "keyframes" and row["fps"] == 2.0
         assert abs(row["keyframe_interval_s"] - GOP_S) < 0.1
         assert ("-skip_frame nokey" in cmdline(row)) is not packet_drop
+        # One packet of probing tells the codec parameters to a receiver's probe; a probe that
+        # skips non-key frames learns nothing from it, so that sampler had to analyse longer.
+        reader = " ".join(psutil.Process(row["pids"][0]).cmdline())
+        assert ("-probesize 32 " in reader) is packet_drop
+        assert ("-analyzeduration" in reader) is not packet_drop
         assert len(receivers()) == int(packet_drop)

@@ -242,29 +242,39 @@ async def test_frames_arrive_at_the_task_rate_and_are_never_upscaled(
 
 
 async def test_a_new_sampler_hands_over_no_burst_of_stale_frames(
-    client: httpx.AsyncClient, kernel: Kernel, rtsp_camera: RtspTestCamera
+    client: httpx.AsyncClient, kernel: Kernel
 ) -> None:
     """Frames are stamped when they arrive, so they must arrive when they were captured: ffmpeg
-    must not decode seconds of probed-and-buffered video in one go at start (seen: 4 frames in
-    10 ms, each stamped "now" though up to 1.5 s old)."""
-    await add_camera(client, "fresh", main_stream_url=rtsp_camera.url)
-    await add_task(client, "fresh", fps=RATE_FPS, width=320)
-    store = kernel.frames
-    deadline = time.monotonic() + FIRST_FRAME_S
-    while (first := store.latest("fresh", "sub")) is None:
-        assert time.monotonic() < deadline, "no first frame"
-        await asyncio.sleep(BURST_POLL_S)  # poll interval of a deadline loop
-    assert first.seq == 1, f"frame {first.seq} was already there when frame 1 was due"
-    min_gap_s = 0.5 / RATE_FPS  # half the frame interval: jitter passes, a burst does not
-    latest = first
-    while latest.seq < BURST_CHECK_FRAMES:
-        newer = await store.wait_newer("fresh", "sub", latest.etag, FIRST_FRAME_S)
-        assert newer is not None, "the sampler stopped delivering"
-        elapsed_s = newer.captured_monotonic - first.captured_monotonic
-        assert elapsed_s >= (newer.seq - 1) * min_gap_s, (
-            f"frame {newer.seq} came {elapsed_s:.3f} s after frame 1: a burst of stale frames"
-        )
-        latest = newer
+    must not decode probed-and-buffered video in one go at start (seen: 4 frames in 10 ms, each
+    stamped "now" though up to 1.5 s old).
+
+    The camera sends at the sampling rate, so every frame is the first of its grid cell and
+    frames are exactly ``1 / RATE_FPS`` apart in stream time: live delivery spaces them so,
+    a burst does not. (From a faster camera, frame 1 may be the last frame of its cell and
+    frame 2 one camera frame later, which proves nothing.)"""
+    camera = RtspTestCamera(width=320, height=180, fps=int(RATE_FPS), gop=2 * int(RATE_FPS))
+    try:
+        await asyncio.to_thread(camera.start)
+        await add_camera(client, "fresh", main_stream_url=camera.url)
+        await add_task(client, "fresh", fps=RATE_FPS, width=320)
+        store = kernel.frames
+        deadline = time.monotonic() + FIRST_FRAME_S
+        while (first := store.latest("fresh", "sub")) is None:
+            assert time.monotonic() < deadline, "no first frame"
+            await asyncio.sleep(BURST_POLL_S)  # poll interval of a deadline loop
+        assert first.seq == 1, f"frame {first.seq} was already there when frame 1 was due"
+        min_gap_s = 0.5 / RATE_FPS  # half the frame interval: jitter passes, a burst does not
+        latest = first
+        while latest.seq < BURST_CHECK_FRAMES:
+            newer = await store.wait_newer("fresh", "sub", latest.etag, FIRST_FRAME_S)
+            assert newer is not None, "the sampler stopped delivering"
+            elapsed_s = newer.captured_monotonic - first.captured_monotonic
+            assert elapsed_s >= (newer.seq - 1) * min_gap_s, (
+                f"frame {newer.seq} came {elapsed_s:.3f} s after frame 1: a burst of stale frames"
+            )
+            latest = newer
+    finally:
+        await asyncio.to_thread(camera.stop)
 
 
 # -- 2. outage and recovery ----------------------------------------------------------------

@@ -43,6 +43,13 @@ def test_keyframe_packet_lines_feed_times_and_size_and_stay_out_of_the_tail() ->
     ]
 
 
+def test_an_unknown_size_is_not_reported() -> None:
+    sizes: list[FrameSize] = []
+    hook = stderr_filter(lambda _t: None, sizes.append)
+    assert hook("#dimensions 0: 0x0") is None
+    assert sizes == []
+
+
 def test_packets_before_the_time_base_are_not_guessed() -> None:
     times: list[float] = []
     hook = stderr_filter(times.append)
@@ -58,7 +65,19 @@ def test_interval_is_the_median_gap() -> None:
     assert intervals.interval_s == 2.0
 
 
-@given(gop_s=st.floats(0.2, 10), jitter=st.lists(st.floats(-0.01, 0.01), min_size=3, max_size=20))
+def test_an_extra_keyframe_at_connect_does_not_make_the_interval() -> None:
+    """Cameras often send a keyframe to a new client, out of their GOP schedule."""
+    intervals = KeyframeIntervals()
+    for t in (0.0, 0.133, 2.133):  # the extra keyframe, then the schedule
+        intervals.add(t)
+    assert intervals.interval_s is None  # two gaps are not enough to tell which one is typical
+    intervals.add(4.133)
+    assert intervals.interval_s == 2.0
+    intervals.add(6.133)
+    assert intervals.interval_s == 2.0
+
+
+@given(gop_s=st.floats(0.2, 10), jitter=st.lists(st.floats(-0.01, 0.01), min_size=4, max_size=20))
 def test_interval_tracks_a_jittered_gop(gop_s: float, jitter: list[float]) -> None:
     intervals = KeyframeIntervals()
     for n, noise in enumerate(jitter):

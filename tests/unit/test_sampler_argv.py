@@ -7,7 +7,13 @@ import pytest
 from heldar.config import DecodeMode
 from heldar.media.urls import StreamUrl
 from heldar.services.budget import SamplerKey
-from heldar.services.sampler import SamplerSpec, build_argv
+from heldar.services.sampler import (
+    FIRST_ANALYZE_S,
+    MAX_ANALYZE_S,
+    SamplerSpec,
+    build_argv,
+    longer_analysis_s,
+)
 
 URL = StreamUrl("rtsp://user:pw@127.0.0.1:8554/cam")
 
@@ -47,3 +53,24 @@ def test_full_decode_is_one_process_with_the_planned_threads(threads: int, log: 
     assert "-filter_threads 1" in decoder and "-threads 1 -an" in decoder  # filters, encoder
     assert "-skip_frame" not in decoder and "noise=drop=if" not in decoder
     assert decoder.count("-f framecrc pipe:2") == int(log)
+
+
+@pytest.mark.parametrize("mode", [DecodeMode.KEYFRAMES, DecodeMode.ALL])
+def test_rtsp_is_probed_for_one_packet_unless_told_to_analyse(mode: DecodeMode) -> None:
+    quick = build_argv("ffmpeg", spec(mode), 5.0)
+    longer = build_argv("ffmpeg", spec(mode), 5.0, analyze_s=2.0)
+    for command, expected in (
+        (quick, "-probesize 32 -i rtsp"),
+        (longer, "-analyzeduration 2000000 -i rtsp"),
+    ):
+        reader = " ".join(command.receiver or command.decoder)
+        assert expected in reader
+        assert reader.count("-analyzeduration") == ("-analyzeduration" in expected)
+
+
+def test_the_analysis_grows_until_the_cap_then_gives_up() -> None:
+    steps = [longer_analysis_s(None)]
+    while (step := longer_analysis_s(steps[-1])) is not None:
+        steps.append(step)
+    assert steps[0] == FIRST_ANALYZE_S and steps[-1] == MAX_ANALYZE_S
+    assert steps == sorted(set(steps))  # strictly longer each time, and it ends

@@ -21,16 +21,19 @@ from heldar.media.urls import StreamUrl
 # this is the backstop for one-shot jobs that have no watchdog of their own.
 DEFAULT_IO_TIMEOUT_S = 15.0
 VERSION_PROBE_TIMEOUT_S = 10.0
-# How much live RTSP ffmpeg reads to learn the stream before decoding. The default (5 s)
-# made it decode ~2 s of buffered video in one burst at start: frames stamped "now" that were
-# up to 1.5 s old. 0.5 s removed the burst and brought the first frame sooner on the test
-# camera (2.5 s against 2.1-3.9 s at 2 fps; `-fflags nobuffer` removed it too, but took 4.5 s
-# and produced a decode error). Stream dimensions still come from the first decoded frame.
-RTSP_ANALYZE_DURATION_S = 0.5
-# A one-shot grab needs one frame, not a stream analysis: probing 32 bytes and analysing nothing
-# took a fresh grab of a 1080p stream with a 2 s GOP from 2.7 s to 1.1 s (median, SPEC §8) and
-# still produced correct frames, because RTSP carries the codec parameters in its SDP.
-FAST_START_PROBE_BYTES = 32
+# How much of a live RTSP stream ffmpeg reads to learn it before decoding: one packet. RTSP
+# carries the codec parameters in its SDP, which a decoder reads with the first packet.
+# Everything read while probing is decoded in one go afterwards and stamped "now" on arrival,
+# so a longer probe delivers stale frames in a burst: the default (5 s) delivered 4 frames in
+# 10 ms, up to 1.5 s old; 0.5 s still delivered frames up to 0.35 s late. One packet also
+# brought a fresh grab of a 1080p stream with a 2 s GOP from 2.7 s to 1.1 s (median, SPEC §8)
+# and the first sampler frame from 0.87-1.93 s to 0.67-0.80 s. (The probe is bounded by size:
+# `-analyzeduration 0` would mean "the default", 5 s.)
+RTSP_PROBE_BYTES = 32
+# Where one packet does not tell the frame size (no parameters in the SDP, or a probe decoder
+# that skips non-key frames), stream copies refuse to start; ffmpeg then says so in one of
+# these ways, and the caller probes longer (see `input_args`).
+_MISSING_PARAMETERS = ("dimensions not set", "Could not find codec parameters")
 _US_PER_S = 1_000_000
 _NOISE_DROP_OPTION = re.compile(r"^\s*-drop\s", re.MULTILINE)
 
@@ -123,20 +126,21 @@ async def _output_of(ffmpeg: str, *args: str) -> bytes:
 
 
 def input_args(
-    url: StreamUrl, io_timeout_s: float = DEFAULT_IO_TIMEOUT_S, *, fast_start: bool = False
+    url: StreamUrl, io_timeout_s: float = DEFAULT_IO_TIMEOUT_S, *, analyze_s: float | None = None
 ) -> list[str]:
     """ffmpeg options and ``-i`` for a source; the only place that reveals credentials.
 
-    ``fast_start`` tunes RTSP for a one-shot grab: the first frame as soon as possible.
+    RTSP is probed for one packet, or for ``analyze_s`` seconds of stream where one packet
+    was not enough (:func:`missing_parameters`).
     """
     timeout_us = str(int(io_timeout_s * _US_PER_S))
     scheme = url.scheme
     if scheme in ("rtsp", "rtsps"):
         opts = ["-rtsp_transport", "tcp", "-timeout", timeout_us]
-        if fast_start:
-            opts += ["-probesize", str(FAST_START_PROBE_BYTES), "-analyzeduration", "0"]
+        if analyze_s is None:
+            opts += ["-probesize", str(RTSP_PROBE_BYTES)]
         else:
-            opts += ["-analyzeduration", str(int(RTSP_ANALYZE_DURATION_S * _US_PER_S))]
+            opts += ["-analyzeduration", str(int(analyze_s * _US_PER_S))]
     elif scheme in ("http", "https"):
         opts = ["-rw_timeout", timeout_us]
     elif scheme == "file":
@@ -147,6 +151,11 @@ def input_args(
     else:
         raise Unavailable(f"unsupported source scheme {scheme!r}")
     return [*opts, "-i", url.reveal()]
+
+
+def missing_parameters(stderr: str) -> bool:
+    """Whether ffmpeg gave up because the probe did not learn the stream's codec parameters."""
+    return any(marker in stderr for marker in _MISSING_PARAMETERS)
 
 
 def full_range_filter() -> str:

@@ -1,7 +1,7 @@
 """One-shot grab: start ffmpeg on a source, take its first decoded frame as a JPEG, stop.
 
-Tuned for a fast first frame (RTSP: ``-probesize 32 -analyzeduration 0``, see
-:data:`heldar.media.ffmpeg.FAST_START_PROBE_BYTES`); full resolution; the process is always
+Tuned for a fast first frame (RTSP probes one packet, see
+:data:`heldar.media.ffmpeg.RTSP_PROBE_BYTES`); full resolution; the process is always
 stopped and reaped, also on timeout or cancellation. Errors are :class:`Unavailable` with the
 redacted reason ffmpeg gave, never the URL's credentials.
 """
@@ -37,7 +37,7 @@ class GrabbedFrame:
 def grab_argv(ffmpeg_bin: str, url: StreamUrl, io_timeout_s: float) -> list[str]:
     return [
         ffmpeg_bin, "-nostdin", "-hide_banner", "-loglevel", "error",
-        *ffmpeg.input_args(url, io_timeout_s, fast_start=True),
+        *ffmpeg.input_args(url, io_timeout_s),
         "-frames:v", "1",
         "-vf", ffmpeg.full_range_filter(),
         *ffmpeg.jpeg_output_args(GRAB_JPEG_QSCALE),

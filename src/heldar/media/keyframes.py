@@ -26,6 +26,10 @@ from fractions import Fraction
 
 # Gaps remembered: a few GOPs, so a changed GOP shows within seconds to a minute.
 INTERVAL_WINDOW = 8
+# Gaps needed before an interval is told: many cameras send an extra keyframe when a client
+# connects, so the first gap of a run is often short (the test camera's: 2.133 s or 1.867 s
+# against a 2 s GOP). The median of three outvotes it.
+MIN_GAPS = 3
 # Gaps outside this range are not keyframe intervals (a reset of the timestamps, a pause).
 MIN_INTERVAL_S = 0.01
 MAX_INTERVAL_S = 60.0
@@ -71,8 +75,9 @@ class KeyframeIntervals:
 
     @property
     def interval_s(self) -> float | None:
-        """Median gap between keyframes; None before two keyframes were seen."""
-        return statistics.median(self._gaps) if self._gaps else None
+        """The median gap between keyframes (of two middle ones the longer: mistaking a GOP for
+        longer costs CPU, for shorter it costs frames); None before ``MIN_GAPS`` gaps."""
+        return statistics.median_high(self._gaps) if len(self._gaps) >= MIN_GAPS else None
 
 
 def stderr_filter(
@@ -97,7 +102,9 @@ def stderr_filter(
         if tb := _TIME_BASE.match(line):
             time_base = Fraction(int(tb.group(1)), max(1, int(tb.group(2))))
         elif (size := _DIMENSIONS.match(line)) and on_size is not None:
-            on_size(FrameSize(int(size.group(1)), int(size.group(2))))
+            frame_size = FrameSize(int(size.group(1)), int(size.group(2)))
+            if frame_size.pixels:  # 0x0: the stream did not tell before its header was written
+                on_size(frame_size)
         return None if _HEADER.match(line) else line
 
     return hook

@@ -69,6 +69,11 @@ JPEG_QSCALE = 5
 # The keyframe decoder reads NUT from the receiver, whose header carries the codec parameters:
 # it needs no probing, and probing would hold the first frame back by several keyframes.
 PIPE_PROBE_BYTES = 32
+# RTSP is probed for one packet (ffmpeg.RTSP_PROBE_BYTES). Where that does not tell the codec
+# parameters, the next run analyses this much of the stream, doubling up to the cap: enough to
+# meet the in-band parameters of a long GOP, and no longer than needed for the usual ones.
+FIRST_ANALYZE_S = 0.5
+MAX_ANALYZE_S = 8.0
 
 
 class SamplerState(StrEnum):
@@ -113,6 +118,16 @@ def backoff_delay_s(attempt: int, rng: random.Random) -> float:
     base = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** min(attempt, 16))
     jittered = base * (1 + rng.uniform(-BACKOFF_JITTER, BACKOFF_JITTER))
     return float(min(BACKOFF_MAX_S, jittered))
+
+
+def longer_analysis_s(analyze_s: float | None) -> float | None:
+    """How long the next run analyses the stream after one that did not learn its codec
+    parameters (``None``: one packet was probed); ``None`` once the cap was tried."""
+    if analyze_s is None:
+        return FIRST_ANALYZE_S
+    if analyze_s >= MAX_ANALYZE_S:
+        return None
+    return min(MAX_ANALYZE_S, 2 * analyze_s)
 
 
 def _grid_cell(fps: float) -> str:
@@ -163,6 +178,7 @@ def build_argv(
     *,
     packet_drop: bool = True,
     log_keyframes: bool = True,
+    analyze_s: float | None = None,
 ) -> SamplerCommand:
     """The sampler's command: the rate before the scaler, never upscale, JPEG to stdout.
 
@@ -174,19 +190,23 @@ def build_argv(
     whose decoder still parses every packet.
 
     The filters and the JPEG encoder run on one thread each: a few small frames a second need no
-    thread pools, whose wake-ups cost about 10 % of a full decode (benchmarks/README.md).
+    thread pools, whose wake-ups cost about 10 % of a full decode (benchmarks/README.md). One
+    encoder thread also keeps frames fresh: a frame-threaded MJPEG encoder hands out each JPEG
+    only when the next frame comes in, one output interval late (5 s at 0.2 fps).
 
     With ``log_keyframes`` the command also logs the keyframe packets
     (:func:`keyframe_log_args`): how the sampler learns the keyframe interval and the frame size.
     The stream copy behind the log costs about 10 % of a full decode (nothing measurable in a
     keyframe receiver), so full decode runs it only until the stream is known (see ``Sampler``).
+
+    ``analyze_s``: see :func:`heldar.media.ffmpeg.input_args`.
     """
     assert spec.url is not None
     head = [ffmpeg_bin, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "warning",
             "-filter_threads", "1"]  # fmt: skip
     scale = f"scale=w='min({spec.width},iw)':h=-2:out_range=full,format=yuv420p"
     video_filter = f"{rate_filter(spec.fps)},{scale}"
-    source = ffmpeg.input_args(spec.url, io_timeout_s)
+    source = ffmpeg.input_args(spec.url, io_timeout_s, analyze_s=analyze_s)
     log = keyframe_log_args() if log_keyframes else []
     jpeg = ["-fps_mode", "passthrough", "-threads", "1", *ffmpeg.jpeg_output_args(JPEG_QSCALE)]
     if spec.mode is not DecodeMode.KEYFRAMES or not packet_drop:
@@ -204,7 +224,7 @@ def build_argv(
         *log,
     ]  # fmt: skip
     decoder = [
-        *head, "-threads", "1", "-probesize", str(PIPE_PROBE_BYTES), "-analyzeduration", "0",
+        *head, "-threads", "1", "-probesize", str(PIPE_PROBE_BYTES),
         "-copyts", "-f", "nut", "-i", "pipe:0", "-vf", video_filter, *jpeg,
     ]  # fmt: skip
     return SamplerCommand(decoder, receiver)
@@ -236,6 +256,8 @@ class Sampler:
         self.keyframe_interval_s = keyframe_interval_s
         self.frame_size = frame_size
         self._packet_drop = packet_drop
+        # One packet of probing until a run shows that it does not tell the codec parameters.
+        self._analyze_s: float | None = None
         self._ffmpeg_bin = ffmpeg_bin
         self._frames = frames
         self._events = events
@@ -264,15 +286,18 @@ class Sampler:
                     await asyncio.sleep(BACKOFF_MAX_S)
                     continue
                 started = self._clock.monotonic()
+                analyze_s = self._analyze_s
                 try:
                     delivered = await self._run_once()
                 except Exception as exc:  # a bug here must not end every sampler's TaskGroup
                     log.exception("sampler %s: unexpected failure", self._label)
                     self._set_error(f"internal error: {type(exc).__name__}")
                     delivered = False
+                self.restarts += 1
+                if self._analyze_s != analyze_s:
+                    continue  # the probe was too short, not the camera at fault: retry at once
                 healthy = delivered and self._clock.monotonic() - started >= HEALTHY_RUN_S
                 attempt = 0 if healthy else attempt + 1
-                self.restarts += 1
                 await asyncio.sleep(backoff_delay_s(attempt, self._rng))
         finally:
             self.state = SamplerState.STOPPED
@@ -304,6 +329,7 @@ class Sampler:
             ffmpeg.DEFAULT_IO_TIMEOUT_S,
             packet_drop=self._packet_drop,
             log_keyframes=log_keyframes,
+            analyze_s=self._analyze_s,
         )
         keyframes = KeyframeIntervals()
 
@@ -353,6 +379,17 @@ class Sampler:
             self.pid = None
             self.pids = ()
         tail = proc.stderr_tail()
+        if not delivered and not stalled and ffmpeg.missing_parameters(tail):
+            longer_s = longer_analysis_s(self._analyze_s)
+            if longer_s is not None:
+                log.info(
+                    "sampler %s: the probe did not learn the codec parameters; analysing %g s of "
+                    "the stream from now on",
+                    self._label,
+                    longer_s,
+                )
+                self._analyze_s = longer_s
+                return False
         if stalled:
             reason = f"no frame for {timeout_s:g} s; restarting ffmpeg"
             await self._went_down(SamplerState.STALLED, reason, tail)
