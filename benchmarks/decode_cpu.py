@@ -43,8 +43,14 @@ from heldar.config import DecodeMode
 from heldar.media.ffmpeg import DEFAULT_IO_TIMEOUT_S, discover, jpeg_output_args
 from heldar.media.urls import StreamUrl
 from heldar.services.budget import SamplerKey
-from heldar.services.sampler import JPEG_QSCALE, SamplerCommand, SamplerSpec, build_argv
-from heldar.services.sampler_manager import decode_threads, effective_mode
+from heldar.services.sampler import (
+    JPEG_QSCALE,
+    SamplerCommand,
+    SamplerSpec,
+    build_argv,
+    scale_filter,
+)
+from heldar.services.sampler_manager import decode_threads, effective_mode, gop_prefix
 from tests.support.rtsp_camera import RtspTestCamera
 
 OUT_WIDTH = 640
@@ -174,10 +180,15 @@ def ours_command(ffmpeg: str, url: str, fps: float, source: Source) -> SamplerCo
     """The kernel's sampler command once it knows the stream (keyframe interval, size)."""
     mode = effective_mode(DecodeMode.AUTO, fps, source.keyframe_interval_s)
     threads = decode_threads(mode, source.width * source.height)
-    spec = SamplerSpec(SamplerKey("bench", "sub"), StreamUrl(url), fps, OUT_WIDTH, mode, threads)
-    # As the kernel runs it: the keyframe log stays on in keyframe mode only.
+    stream = StreamUrl(url)
+    skip_tails = gop_prefix(DecodeMode.AUTO, mode, stream)
+    spec = SamplerSpec(
+        SamplerKey("bench", "sub"), stream, fps, OUT_WIDTH, mode, threads, skip_tails
+    )
+    # As the kernel runs it: a receiver always logs keyframes, a lone full decode stops once the
+    # stream is known.
     return build_argv(
-        ffmpeg, spec, DEFAULT_IO_TIMEOUT_S, log_keyframes=mode is DecodeMode.KEYFRAMES
+        ffmpeg, spec, DEFAULT_IO_TIMEOUT_S, log_keyframes=mode is DecodeMode.KEYFRAMES or skip_tails
     )
 
 
@@ -204,7 +215,7 @@ def keyframe_cost_s(ffmpeg: str, url: str, workdir: Path) -> tuple[float, int]:
     )  # fmt: skip
     head = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1",
             "-i", str(recording)]  # fmt: skip
-    decode = [*head, "-vf", f"scale={OUT_WIDTH}:-2:out_range=full,format=yuv420p",
+    decode = [*head, "-vf", scale_filter(OUT_WIDTH),
               "-fps_mode", "passthrough", *jpeg_output_args(JPEG_QSCALE)]  # fmt: skip
     copy = [*head, "-c", "copy", "-f", "null", "-"]
     decode_s, out = _child_cpu_s(decode)

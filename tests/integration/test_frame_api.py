@@ -66,6 +66,7 @@ SAMPLER_FIELDS = {
     "pids",
     "decode_mode",
     "keyframe_interval_s",
+    "gop_prefix",
 }
 
 

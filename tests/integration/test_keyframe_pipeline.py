@@ -16,7 +16,12 @@ from heldar.media.keyframes import FrameSize, KeyframeIntervals, keyframe_log_ar
 from heldar.media.pipeline import FfmpegPipeline
 from heldar.media.urls import StreamUrl
 from heldar.services.budget import SamplerKey
-from heldar.services.sampler import SamplerSpec, build_argv, keyframe_drop_filter
+from heldar.services.sampler import (
+    SamplerSpec,
+    build_argv,
+    gop_prefix_filter,
+    keyframe_drop_filter,
+)
 from tests.support.binaries import ffmpeg_bin, ffprobe_bin
 
 FRAME_RATE = 25
@@ -66,6 +71,98 @@ def test_drop_filter_keeps_the_first_keyframe_of_each_grid_cell(clip: Path, fps:
             expected.append(t)
     assert kept == expected
     assert len(kept) == len({int(t * fps) for t in every_keyframe})  # one per cell, none missed
+
+
+LONG_GOP_FRAMES = 20  # a keyframe every 0.8 s: full decode above 1.25 fps
+
+
+@pytest.fixture(scope="module")
+def long_gop_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clip") / "gop20.ts"
+    subprocess.run(
+        [ffmpeg_bin(), "-nostdin", "-hide_banner", "-loglevel", "error",
+         "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={FRAME_RATE}", "-t", str(CLIP_S),
+         "-c:v", "libx264", "-g", str(LONG_GOP_FRAMES), "-keyint_min", str(LONG_GOP_FRAMES),
+         "-sc_threshold", "0", "-bf", "0", "-f", "mpegts", "-y", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def gops(times: list[float], keyframes: list[float]) -> list[list[float]]:
+    """``times`` split at each keyframe (the packets before the first one dropped)."""
+    out: list[list[float]] = []
+    for t in times:
+        if t in keyframes:
+            out.append([])
+        if out:
+            out[-1].append(t)
+    return out
+
+
+def decoded_frames(clip: Path, bsf: str) -> dict[str, str]:
+    """Every frame decoded from the clip's packets that pass ``bsf``: checksum by timestamp."""
+    copy = subprocess.Popen(
+        [ffmpeg_bin(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(clip),
+         "-map", "0:v:0", "-c", "copy", "-bsf:v", bsf, "-f", "nut", "pipe:1"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    decoded = subprocess.run(
+        [ffmpeg_bin(), "-nostdin", "-hide_banner", "-loglevel", "error", "-copyts",
+         "-f", "nut", "-i", "pipe:0", "-fps_mode", "passthrough", "-f", "framecrc", "-"],
+        stdin=copy.stdout, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert copy.wait() == 0
+    rows = [line.split(",") for line in decoded.splitlines() if line.startswith("0,")]
+    return {row[2].strip(): row[5].strip() for row in rows}
+
+
+def assert_gop_prefixes_decode_exactly(clip: Path, bsf: str) -> list[float]:
+    """The packets ``bsf`` keeps are a prefix of each GOP, and every frame decoded from them is
+    bit-identical to the same frame of a full decode (a dropped reference would change it).
+    Returns the kept packets' times."""
+    every = kept_packet_times(clip, "null")
+    keyframes = kept_packet_times(clip, "noise=drop=not(key)")
+    kept = kept_packet_times(clip, bsf)
+    for whole, prefix in zip(gops(every, keyframes), gops(kept, keyframes), strict=True):
+        assert prefix == whole[: len(prefix)]
+    full, prefixes = decoded_frames(clip, "null"), decoded_frames(clip, bsf)
+    assert len(prefixes) == len(kept)
+    assert {pts: full[pts] for pts in prefixes} == prefixes
+    return kept
+
+
+@pytest.mark.parametrize("fps", [2.0, 5.0])
+def test_gop_prefix_filter_keeps_what_output_frames_need_and_decodes_them_exactly(
+    long_gop_clip: Path, fps: float
+) -> None:
+    kept = assert_gop_prefixes_decode_exactly(long_gop_clip, gop_prefix_filter(fps))
+    every = kept_packet_times(long_gop_clip, "null")
+    # The decoder outputs the first frame of each cell: every cell still has one.
+    assert {int(t * fps) for t in kept} == {int(t * fps) for t in every}
+    assert len(kept) < (0.6 if fps == 2.0 else 0.9) * len(every), (len(kept), len(every))
+
+
+def test_a_longer_gop_costs_frames_never_correctness(tmp_path: Path) -> None:
+    """Keyframes 0.8 s apart, then 1.6 s: the filter expects the first long GOP's keyframe too
+    early and gives up on it, so cells go without a frame, but what is decoded is exact; two
+    gaps later it knows the new GOP."""
+    clip = tmp_path / "gop-change.ts"
+    keyframes_s = ",".join(f"{t:g}" for t in (0, 0.8, 1.6, 2.4, 4.0, 5.6, 7.2, 8.8))
+    subprocess.run(
+        [ffmpeg_bin(), "-nostdin", "-hide_banner", "-loglevel", "error",
+         "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={FRAME_RATE}", "-t", str(CLIP_S),
+         "-c:v", "libx264", "-force_key_frames", keyframes_s, "-g", "1000",
+         "-sc_threshold", "0", "-bf", "0", "-f", "mpegts", "-y", str(clip)],
+        check=True,
+    )  # fmt: skip
+    fps = 5.0
+    kept = assert_gop_prefixes_decode_exactly(clip, gop_prefix_filter(fps))
+    every = kept_packet_times(clip, "null")
+    start = every[0]
+    missing = {int(t * fps) for t in every} - {int(t * fps) for t in kept}
+    assert missing  # the first 1.6 s GOP was cut where a 0.8 s one would have ended
+    assert all((t - start) < 4.0 for t in every if int(t * fps) in missing), missing
 
 
 def test_keyframe_log_gives_interval_and_size(clip: Path) -> None:

@@ -14,6 +14,7 @@ from heldar.services.sampler import (
     build_argv,
     longer_analysis_s,
 )
+from heldar.services.sampler_manager import gop_prefix
 
 URL = StreamUrl("rtsp://user:pw@127.0.0.1:8554/cam")
 
@@ -74,3 +75,25 @@ def test_the_analysis_grows_until_the_cap_then_gives_up() -> None:
         steps.append(step)
     assert steps[0] == FIRST_ANALYZE_S and steps[-1] == MAX_ANALYZE_S
     assert steps == sorted(set(steps))  # strictly longer each time, and it ends
+
+
+@pytest.mark.parametrize("threads", [1, 0])
+def test_full_decode_of_gop_prefixes_is_a_pipeline_with_the_planned_threads(threads: int) -> None:
+    full = SamplerSpec(SamplerKey("cam", "sub"), URL, 2.0, 640, DecodeMode.ALL, threads, True)
+    command = build_argv("ffmpeg", full, 5.0, log_keyframes=True)
+    assert command.receiver is not None
+    receiver, decoder = " ".join(command.receiver), " ".join(command.decoder)
+    assert "-bsf:v noise=drop=if(key\\,if(" in receiver and "-f framecrc pipe:2" in receiver
+    assert f"-threads {threads} -probesize 32 -copyts -f nut -i pipe:0" in decoder
+    # An ffmpeg that cannot drop packets decodes everything in one process.
+    assert build_argv("ffmpeg", full, 5.0, packet_drop=False).receiver is None
+
+
+def test_only_auto_full_decode_of_rtsp_skips_gop_ends() -> None:
+    rtsp, file = URL, StreamUrl("file:///srv/clip.mp4")
+    auto, full, keyframes = DecodeMode.AUTO, DecodeMode.ALL, DecodeMode.KEYFRAMES
+    assert gop_prefix(auto, full, rtsp)
+    assert not gop_prefix(full, full, rtsp)  # "all" by hand decodes every frame
+    assert not gop_prefix(auto, keyframes, rtsp)
+    assert not gop_prefix(auto, full, file)  # a file's time base may not reach the filter
+    assert not gop_prefix(auto, full, None)

@@ -42,13 +42,19 @@ class SamplerOut(BaseModel):
     last_error: str | None
     pid: int | None = Field(description="The decoder process that delivers the frames.")
     pids: list[int] = Field(
-        description="Every process of the sampler: in keyframe mode the receiver, then the decoder."
+        description="Every process of the sampler: with a receiver, the receiver, then the decoder."
     )
     decode_mode: DecodeMode | None = Field(
         description="keyframes or all: how the running decoder decodes; null when not running."
     )
     keyframe_interval_s: float | None = Field(
         description="The stream's keyframe interval, learned from the stream; null until known."
+    )
+    gop_prefix: bool = Field(
+        description=(
+            "Full decode in auto: a receiver drops the end of each GOP that no output frame "
+            "needs, so the decoder gets only a prefix of each GOP; false when it gets every frame."
+        )
     )
 
 
@@ -77,6 +83,7 @@ async def list_samplers(kernel: KernelDep) -> list[SamplerOut]:
                 pids=list(sampler.pids) if sampler else [],
                 decode_mode=planned.spec.mode if planned.spec else None,
                 keyframe_interval_s=kernel.samplers.keyframe_interval_s(planned.key),
+                gop_prefix=planned.spec.gop_prefix if planned.spec else False,
             )
         )
     return out

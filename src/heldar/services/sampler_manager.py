@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from heldar.clock import Clock
 from heldar.config import DecodeMode
 from heldar.media.keyframes import FrameSize
-from heldar.media.urls import Profile
+from heldar.media.urls import Profile, StreamUrl
 from heldar.services.ai_tasks import AiTask, AiTaskRegistry
 from heldar.services.budget import SamplerGrant, SamplerKey, SamplerRequest, allocate_budget
 from heldar.services.cameras import Camera, CameraRegistry
@@ -69,6 +69,16 @@ def effective_mode(
     )
 
 
+def gop_prefix(setting: DecodeMode, mode: DecodeMode, url: StreamUrl | None) -> bool:
+    """Whether a full decode skips the needless end of each GOP (``gop_prefix_filter``).
+
+    Only in ``auto``: ``all`` set by hand decodes every frame, as it says. Only for RTSP, whose
+    90 kHz timestamps the receiver's filter reads exactly (see ``keyframe_drop_filter``).
+    """
+    rtsp = url is not None and url.scheme in ("rtsp", "rtsps")
+    return setting is DecodeMode.AUTO and mode is DecodeMode.ALL and rtsp
+
+
 def decode_threads(mode: DecodeMode, frame_pixels: int | None) -> int:
     """Decoder threads for a sampler: 1, or 0 for ffmpeg's own choice.
 
@@ -93,8 +103,12 @@ def plan(
     decode_mode: DecodeMode = DecodeMode.AUTO,
     keyframe_intervals: Mapping[SamplerKey, float] | None = None,
     frame_pixels: Mapping[SamplerKey, int] | None = None,
+    packet_drop: bool = True,
 ) -> dict[SamplerKey, PlannedSampler]:
-    """The desired samplers: one per (camera, profile) of an enabled camera with tasks."""
+    """The desired samplers: one per (camera, profile) of an enabled camera with tasks.
+
+    ``packet_drop``: whether ffmpeg can drop packets in a bitstream filter, which receivers
+    need (see :func:`~.sampler.build_argv`)."""
     if not ai_enabled:
         return {}
     wanted: dict[SamplerKey, tuple[float, int]] = {}
@@ -119,7 +133,8 @@ def plan(
             interval = (keyframe_intervals or {}).get(key)
             mode = effective_mode(decode_mode, grant.fps, interval)
             threads = decode_threads(mode, (frame_pixels or {}).get(key))
-            spec = SamplerSpec(key, url, grant.fps, grant.width, mode, threads)
+            skip_tails = packet_drop and gop_prefix(decode_mode, mode, url)
+            spec = SamplerSpec(key, url, grant.fps, grant.width, mode, threads, skip_tails)
         planned[key] = PlannedSampler(key, fps, width, grant, spec)
     return planned
 
@@ -216,6 +231,7 @@ class SamplerManager:
                 decode_mode=self._decode_mode,
                 keyframe_intervals=self._keyframe_intervals,
                 frame_pixels={key: size.pixels for key, size in self._frame_sizes.items()},
+                packet_drop=self._packet_drop,
             )
             self._plan = desired
             for key in list(self._running):
