@@ -31,19 +31,26 @@ DEADLINE_S = 20.0
 FPS_OUT = 0.3  # cells of 3.33 s: a receiver timeline shifted by 1.3 s puts them off the GOP grid
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """10 s of H.264 at 25 fps, a keyframe every 5 frames, no B-frames, in MPEG-TS: a 90 kHz
+def encode_clip(path: Path, *keyframes: str) -> Path:
+    """10 s of H.264 at 25 fps with the ``keyframes`` options, no B-frames, in MPEG-TS: a 90 kHz
     time base like RTP's, which the receiver's NUT output keeps (see keyframe_drop_filter)."""
-    path = tmp_path_factory.mktemp("clip") / "gop5.ts"
     subprocess.run(
         [ffmpeg_bin(), "-nostdin", "-hide_banner", "-loglevel", "error",
          "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={FRAME_RATE}", "-t", str(CLIP_S),
-         "-c:v", "libx264", "-g", str(GOP_FRAMES), "-keyint_min", str(GOP_FRAMES),
-         "-sc_threshold", "0", "-bf", "0", "-f", "mpegts", "-y", str(path)],
+         "-c:v", "libx264", *keyframes, "-sc_threshold", "0", "-bf", "0",
+         "-f", "mpegts", "-y", str(path)],
         check=True,
     )  # fmt: skip
     return path
+
+
+def every_n_frames(gop_frames: int) -> list[str]:
+    return ["-g", str(gop_frames), "-keyint_min", str(gop_frames)]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return encode_clip(tmp_path_factory.mktemp("clip") / "gop5.ts", *every_n_frames(GOP_FRAMES))
 
 
 def kept_packet_times(clip: Path, bsf: str) -> list[float]:
@@ -79,14 +86,7 @@ LONG_GOP_FRAMES = 20  # a keyframe every 0.8 s: full decode above 1.25 fps
 @pytest.fixture(scope="module")
 def long_gop_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("clip") / "gop20.ts"
-    subprocess.run(
-        [ffmpeg_bin(), "-nostdin", "-hide_banner", "-loglevel", "error",
-         "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={FRAME_RATE}", "-t", str(CLIP_S),
-         "-c:v", "libx264", "-g", str(LONG_GOP_FRAMES), "-keyint_min", str(LONG_GOP_FRAMES),
-         "-sc_threshold", "0", "-bf", "0", "-f", "mpegts", "-y", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path
+    return encode_clip(path, *every_n_frames(LONG_GOP_FRAMES))
 
 
 def gops(times: list[float], keyframes: list[float]) -> list[list[float]]:
@@ -147,15 +147,8 @@ def test_a_longer_gop_costs_frames_never_correctness(tmp_path: Path) -> None:
     """Keyframes 0.8 s apart, then 1.6 s: the filter expects the first long GOP's keyframe too
     early and gives up on it, so cells go without a frame, but what is decoded is exact; two
     gaps later it knows the new GOP."""
-    clip = tmp_path / "gop-change.ts"
     keyframes_s = ",".join(f"{t:g}" for t in (0, 0.8, 1.6, 2.4, 4.0, 5.6, 7.2, 8.8))
-    subprocess.run(
-        [ffmpeg_bin(), "-nostdin", "-hide_banner", "-loglevel", "error",
-         "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={FRAME_RATE}", "-t", str(CLIP_S),
-         "-c:v", "libx264", "-force_key_frames", keyframes_s, "-g", "1000",
-         "-sc_threshold", "0", "-bf", "0", "-f", "mpegts", "-y", str(clip)],
-        check=True,
-    )  # fmt: skip
+    clip = encode_clip(tmp_path / "gop-change.ts", "-force_key_frames", keyframes_s, "-g", "1000")
     fps = 5.0
     kept = assert_gop_prefixes_decode_exactly(clip, gop_prefix_filter(fps))
     every = kept_packet_times(clip, "null")
