@@ -42,15 +42,15 @@ from benchmarks.machine import write_result
 from heldar.config import DecodeMode
 from heldar.media.ffmpeg import DEFAULT_IO_TIMEOUT_S, discover, jpeg_output_args
 from heldar.media.urls import StreamUrl
-from heldar.services.budget import SamplerKey
+from heldar.services.budget import SamplerGrant, SamplerKey
 from heldar.services.sampler import (
     JPEG_QSCALE,
     SamplerCommand,
-    SamplerSpec,
     build_argv,
+    logs_keyframes,
     scale_filter,
 )
-from heldar.services.sampler_manager import decode_threads, effective_mode, gop_prefix
+from heldar.services.sampler_manager import effective_mode, sampler_spec
 from tests.support.rtsp_camera import RtspTestCamera
 
 OUT_WIDTH = 640
@@ -178,18 +178,16 @@ def baseline_argv(ffmpeg: str, url: str, fps: float) -> list[str]:
 
 def ours_command(ffmpeg: str, url: str, fps: float, source: Source) -> SamplerCommand:
     """The kernel's sampler command once it knows the stream (keyframe interval, size)."""
-    mode = effective_mode(DecodeMode.AUTO, fps, source.keyframe_interval_s)
-    threads = decode_threads(mode, source.width * source.height)
-    stream = StreamUrl(url)
-    skip_tails = gop_prefix(DecodeMode.AUTO, mode, stream)
-    spec = SamplerSpec(
-        SamplerKey("bench", "sub"), stream, fps, OUT_WIDTH, mode, threads, skip_tails
+    spec = sampler_spec(
+        SamplerGrant(SamplerKey("bench", "sub"), fps, OUT_WIDTH),
+        StreamUrl(url),
+        decode_mode=DecodeMode.AUTO,
+        keyframe_interval_s=source.keyframe_interval_s,
+        frame_pixels=source.width * source.height,
+        packet_drop=True,
     )
-    # As the kernel runs it: a receiver always logs keyframes, a lone full decode stops once the
-    # stream is known.
-    return build_argv(
-        ffmpeg, spec, DEFAULT_IO_TIMEOUT_S, log_keyframes=mode is DecodeMode.KEYFRAMES or skip_tails
-    )
+    log = logs_keyframes(spec, stream_known=True)
+    return build_argv(ffmpeg, spec, DEFAULT_IO_TIMEOUT_S, log_keyframes=log)
 
 
 def receive_argv(ffmpeg: str, url: str) -> list[str]:

@@ -135,7 +135,7 @@ def input_args(
     """
     timeout_us = str(int(io_timeout_s * _US_PER_S))
     scheme = url.scheme
-    if scheme in ("rtsp", "rtsps"):
+    if url.is_rtsp:
         opts = ["-rtsp_transport", "tcp", "-timeout", timeout_us]
         if analyze_s is None:
             opts += ["-probesize", str(RTSP_PROBE_BYTES)]

@@ -60,6 +60,10 @@ class StreamUrl:
         return urlsplit(self._raw).scheme.lower()
 
     @property
+    def is_rtsp(self) -> bool:
+        return self.scheme in ("rtsp", "rtsps")
+
+    @property
     def file_path(self) -> Path | None:
         if self.scheme != "file":
             return None

@@ -230,6 +230,18 @@ def gop_prefix_filter(fps: float) -> str:
     return "noise=drop=" + f"if(key,{keyframe},{other})".replace(",", "\\,")
 
 
+def logs_keyframes(spec: SamplerSpec, *, stream_known: bool) -> bool:
+    """Whether a run logs keyframe packets (:func:`keyframe_log_args`).
+
+    A receiver always logs: its drops rely on the GOP (a GOP that grows past the grid cell must
+    switch keyframe mode to full decode, a changed GOP must reach the GOP-prefix receiver), and
+    the log costs a receiver nothing measurable. So does the ``-skip_frame`` fallback of keyframe
+    mode. A lone full decode logs until the interval and the frame size are known (there the log
+    costs about 10 %).
+    """
+    return spec.mode is DecodeMode.KEYFRAMES or spec.gop_prefix or not stream_known
+
+
 def build_argv(
     ffmpeg_bin: str,
     spec: SamplerSpec,
@@ -378,22 +390,13 @@ class Sampler:
 
     async def _run_once(self) -> bool:
         """One ffmpeg run; True if it delivered at least one frame."""
-        # A receiver always logs: its drops rely on the GOP (a GOP that grows past the grid
-        # cell must switch keyframe mode to full decode, a changed GOP must reach the GOP-prefix
-        # receiver), and the log costs a receiver nothing measurable. A lone full decode logs
-        # until the stream is known (there it costs about 10 %).
-        log_keyframes = (
-            self.spec.mode is DecodeMode.KEYFRAMES
-            or self.spec.gop_prefix
-            or self.keyframe_interval_s is None
-            or self.frame_size is None
-        )
+        stream_known = self.keyframe_interval_s is not None and self.frame_size is not None
         command = build_argv(
             self._ffmpeg_bin,
             self.spec,
             ffmpeg.DEFAULT_IO_TIMEOUT_S,
             packet_drop=self._packet_drop,
-            log_keyframes=log_keyframes,
+            log_keyframes=logs_keyframes(self.spec, stream_known=stream_known),
             analyze_s=self._analyze_s,
         )
         keyframes = KeyframeIntervals()

@@ -75,7 +75,7 @@ def gop_prefix(setting: DecodeMode, mode: DecodeMode, url: StreamUrl | None) -> 
     Only in ``auto``: ``all`` set by hand decodes every frame, as it says. Only for RTSP, whose
     90 kHz timestamps the receiver's filter reads exactly (see ``keyframe_drop_filter``).
     """
-    rtsp = url is not None and url.scheme in ("rtsp", "rtsps")
+    rtsp = url is not None and url.is_rtsp
     return setting is DecodeMode.AUTO and mode is DecodeMode.ALL and rtsp
 
 
@@ -91,6 +91,23 @@ def decode_threads(mode: DecodeMode, frame_pixels: int | None) -> int:
     if mode is DecodeMode.KEYFRAMES or frame_pixels is None:
         return 1
     return 1 if frame_pixels <= SINGLE_THREAD_MAX_PIXELS else 0
+
+
+def sampler_spec(
+    grant: SamplerGrant,
+    url: StreamUrl | None,
+    *,
+    decode_mode: DecodeMode,
+    keyframe_interval_s: float | None,
+    frame_pixels: int | None,
+    packet_drop: bool,
+) -> SamplerSpec:
+    """How one granted sampler decodes: the mode, its threads, whether it skips GOP ends."""
+    assert grant.fps is not None
+    mode = effective_mode(decode_mode, grant.fps, keyframe_interval_s)
+    threads = decode_threads(mode, frame_pixels)
+    skip_tails = packet_drop and gop_prefix(decode_mode, mode, url)
+    return SamplerSpec(grant.key, url, grant.fps, grant.width, mode, threads, skip_tails)
 
 
 def plan(
@@ -129,12 +146,14 @@ def plan(
         fps, width = wanted[key]
         spec = None
         if grant.fps is not None:
-            url = cameras[key.camera_id].url_for(Profile(key.profile))
-            interval = (keyframe_intervals or {}).get(key)
-            mode = effective_mode(decode_mode, grant.fps, interval)
-            threads = decode_threads(mode, (frame_pixels or {}).get(key))
-            skip_tails = packet_drop and gop_prefix(decode_mode, mode, url)
-            spec = SamplerSpec(key, url, grant.fps, grant.width, mode, threads, skip_tails)
+            spec = sampler_spec(
+                grant,
+                cameras[key.camera_id].url_for(Profile(key.profile)),
+                decode_mode=decode_mode,
+                keyframe_interval_s=(keyframe_intervals or {}).get(key),
+                frame_pixels=(frame_pixels or {}).get(key),
+                packet_drop=packet_drop,
+            )
         planned[key] = PlannedSampler(key, fps, width, grant, spec)
     return planned
 
