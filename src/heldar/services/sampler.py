@@ -497,20 +497,20 @@ class Sampler:
             return
         self.frames_total += 1
         if self.state is not SamplerState.SAMPLING:
-            self.state = SamplerState.SAMPLING
-            self.last_error = None
+            # The event first, then the state: whoever sees the new state finds its event.
             if self._announced_offline:
                 self._announced_offline = False
                 log.info("sampler %s is back online", self._label)
                 await self._append_event(
                     "sampler_online", Severity.INFO, {"profile": self.key.profile}
                 )
+            self.state = SamplerState.SAMPLING
+            self.last_error = None
 
     async def _went_down(self, state: SamplerState, reason: str, stderr_tail: str) -> None:
-        was_sampling = self.state is SamplerState.SAMPLING
-        self.state = state
-        self.last_error = reason
-        if was_sampling and not self._announced_offline:
+        """Show ``state``; announce the first going down after sampling (the event first, as in
+        ``_publish``)."""
+        if self.state is SamplerState.SAMPLING and not self._announced_offline:
             self._announced_offline = True
             log.warning("sampler %s went %s: %s", self._label, state.value, reason)
             await self._append_event(
@@ -523,6 +523,8 @@ class Sampler:
                     "stderr_tail": stderr_tail,
                 },
             )
+        self.state = state
+        self.last_error = reason
 
     async def _append_event(
         self, event_type: str, severity: Severity, payload: dict[str, object]
