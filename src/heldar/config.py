@@ -37,7 +37,7 @@ class LogFormat(StrEnum):
 class DecodeMode(StrEnum):
     """How samplers decode (performance issue): every frame, or keyframes only."""
 
-    AUTO = "auto"  # keyframes while the grant is at or below the stream's keyframe rate
+    AUTO = "auto"  # keyframes at or below the stream's keyframe rate, GOP prefixes above it
     KEYFRAMES = "keyframes"  # keyframes only, always (a grant above the keyframe rate gets less)
     ALL = "all"  # every frame
 
@@ -108,8 +108,9 @@ class Settings(BaseSettings):
     ai_decode_mode: DecodeMode = Field(
         DecodeMode.AUTO,
         description="`auto` decodes only keyframes while a sampler's grant is at or below the "
-        "stream's keyframe rate (learned from the stream) and every frame above it; "
-        "`keyframes` or `all` force one way.",
+        "stream's keyframe rate (learned from the stream); above it, on RTSP, each GOP up to the "
+        "last frame an output needs, elsewhere every frame. `keyframes` forces keyframes only, "
+        "`all` every frame.",
     )
     default_ai_fps: Annotated[float, Field(ge=0.1, le=30)] = Field(
         5.0, description="Task frame rate when a task omits it (0.1 to 30)."
