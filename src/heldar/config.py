@@ -42,6 +42,13 @@ class DecodeMode(StrEnum):
     ALL = "all"  # every frame
 
 
+class KeyframeReceiver(StrEnum):
+    """Who receives RTSP for keyframe samplers (performance issue)."""
+
+    KERNEL = "kernel"  # the kernel itself, every camera in one batched loop (media/feed.py)
+    FFMPEG = "ffmpeg"  # an ffmpeg receiver process per sampler
+
+
 class IngestProvenance(StrEnum):
     """Whether worker posts must carry a frame ticket (SPEC §7, worker protocol)."""
 
@@ -111,6 +118,13 @@ class Settings(BaseSettings):
         "stream's keyframe rate (learned from the stream); above it, on RTSP, each GOP up to the "
         "last frame an output needs, elsewhere every frame. `keyframes` forces keyframes only, "
         "`all` every frame.",
+    )
+    ai_keyframe_receiver: KeyframeReceiver = Field(
+        KeyframeReceiver.KERNEL,
+        description="Who receives RTSP (H.264, H.265) for samplers that decode only keyframes: "
+        "`kernel` reads every camera in one loop and passes only the keyframes to output to "
+        "each sampler's ffmpeg decoder (about a quarter of the CPU of an ffmpeg receiver); "
+        "`ffmpeg` runs an ffmpeg receiver per sampler. Other streams always use ffmpeg.",
     )
     default_ai_fps: Annotated[float, Field(ge=0.1, le=30)] = Field(
         5.0, description="Task frame rate when a task omits it (0.1 to 30)."

@@ -123,6 +123,7 @@ class Kernel:
                 max_samplers=settings.max_samplers,
                 decode_mode=settings.ai_decode_mode,
                 packet_drop=packet_drop,
+                keyframe_receiver=settings.ai_keyframe_receiver,
             )
             registry.on_change(samplers.on_change)
             tasks.on_change(samplers.on_change)

@@ -248,13 +248,15 @@ class FfmpegProcess:
         stderr_line_hook: Callable[[str], str | None] | None = None,
         stdin_fd: int | None = None,
         stdout_fd: int | None = None,
+        nice: int = 0,
     ) -> Self:
         """Spawn ``argv`` (no shell); stdin is /dev/null, stdout a pipe if ``capture_stdout``.
 
         ``stderr_line_hook``: see :class:`StderrRing` (it runs in the event loop: keep it cheap).
         ``stdin_fd`` / ``stdout_fd``: a file descriptor for the child's stdin / stdout instead
         (the ends of a pipe between two children); the caller keeps and closes its own copy.
-        ``stdout_fd`` excludes ``capture_stdout``.
+        ``stdout_fd`` excludes ``capture_stdout``. ``nice``: lower the child's CPU priority by
+        this much, right after the spawn (no ``preexec_fn``, which is unsafe with threads).
 
         Raises :class:`~heldar.errors.Unavailable` (message redacted, naming the binary) when the
         program cannot be spawned.
@@ -292,6 +294,9 @@ class FfmpegProcess:
             transport=transport,
             protocol=protocol,
         )
+        if nice:
+            with contextlib.suppress(OSError):  # it may have exited already
+                os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + nice)
         _log.debug("started %r", proc)
         return proc
 

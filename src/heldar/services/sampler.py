@@ -38,6 +38,7 @@ from heldar.clock import Clock
 from heldar.config import DecodeMode
 from heldar.errors import Unavailable
 from heldar.media import ffmpeg
+from heldar.media.feed import FeedHub
 from heldar.media.jpeg import jpeg_dimensions, read_frames
 from heldar.media.keyframes import (
     MAX_INTERVAL_S,
@@ -47,8 +48,10 @@ from heldar.media.keyframes import (
     keyframe_log_args,
     stderr_filter,
 )
-from heldar.media.pipeline import FfmpegPipeline
+from heldar.media.nal import Codec
+from heldar.media.pipeline import FeedPipeline, FfmpegPipeline
 from heldar.media.process import FfmpegProcess
+from heldar.media.rtsp import RtspError, UnsupportedStream
 from heldar.media.urls import StreamUrl
 from heldar.services.budget import SamplerKey
 from heldar.services.events import EventLog, Severity
@@ -68,6 +71,11 @@ HEALTHY_RUN_S = 30.0
 STOP_GRACE_S = 2.0
 # A keyframe interval this much off the known one is news (GOP changed), not jitter.
 KEYFRAME_INTERVAL_CHANGE = 0.1
+# Sampler processes run this much below the kernel's CPU priority: under overload the kernel's own
+# work (receiving for every keyframe feed, the API, publishing frames) goes first, and decoders
+# share what is left. Without it a decoder woken by a keyframe takes the CPU from the kernel in
+# the middle of a round over all feeds, and every camera's keyframes wait.
+SAMPLER_NICE = 5
 # JPEG quality for mjpeg (2 best .. 31 worst); 5 keeps detail for detectors at ~1/3 the size of 2.
 JPEG_QSCALE = 5
 # The keyframe decoder reads NUT from the receiver, whose header carries the codec parameters:
@@ -305,6 +313,25 @@ def build_argv(
     return SamplerCommand(decoder, receiver)
 
 
+# ffmpeg's raw (Annex B) demuxers, by codec.
+_RAW_FORMATS = {Codec.H264: "h264", Codec.H265: "hevc"}
+
+
+def feed_decoder_argv(ffmpeg_bin: str, codec: Codec, width: int) -> list[str]:
+    """The decoder behind a keyframe feed (:class:`~heldar.media.pipeline.FeedPipeline`).
+
+    It reads only the keyframes to output, as Annex B, so it neither selects (the feed did, on
+    the stream's own RTP time) nor probes (the first keyframe tells the codec parameters).
+    """
+    return [
+        ffmpeg_bin, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "warning",
+        "-filter_threads", "1", "-threads", "1",
+        "-probesize", str(PIPE_PROBE_BYTES), "-analyzeduration", "0",
+        "-f", _RAW_FORMATS[codec], "-i", "pipe:0", "-vf", scale_filter(width),
+        "-fps_mode", "passthrough", "-threads", "1", *ffmpeg.jpeg_output_args(JPEG_QSCALE),
+    ]  # fmt: skip
+
+
 class Sampler:
     def __init__(
         self,
@@ -320,10 +347,13 @@ class Sampler:
         frame_size: FrameSize | None = None,
         on_keyframe_interval: Callable[[SamplerKey, float], None] | None = None,
         on_frame_size: Callable[[SamplerKey, FrameSize], None] | None = None,
+        feeds: FeedHub | None = None,
     ) -> None:
         """``packet_drop``: see :func:`build_argv`. ``keyframe_interval_s`` and ``frame_size``:
         what earlier samplers of this stream learned, if anything. The callbacks hear what this
         one learns: the keyframe interval when it is new or changed, the frame size once per run.
+        ``feeds``: where keyframe mode on RTSP receives (the kernel's own receiving, until a
+        stream turns out to be neither H.264 nor H.265); None: an ffmpeg receiver.
         """
         self.spec = spec
         self._on_keyframe_interval = on_keyframe_interval
@@ -331,6 +361,10 @@ class Sampler:
         self.keyframe_interval_s = keyframe_interval_s
         self.frame_size = frame_size
         self._packet_drop = packet_drop
+        self._feeds = feeds
+        # Set by a run whose failure was ours to fix (a probe too short, a stream the feed
+        # cannot take): the next run starts at once, without backoff.
+        self._retry_at_once = False
         # One packet of probing until a run shows that it does not tell the codec parameters.
         self._analyze_s: float | None = None
         self._ffmpeg_bin = ffmpeg_bin
@@ -361,7 +395,7 @@ class Sampler:
                     await asyncio.sleep(BACKOFF_MAX_S)
                     continue
                 started = self._clock.monotonic()
-                analyze_s = self._analyze_s
+                self._retry_at_once = False
                 try:
                     delivered = await self._run_once()
                 except Exception as exc:  # a bug here must not end every sampler's TaskGroup
@@ -369,8 +403,8 @@ class Sampler:
                     self._set_error(f"internal error: {type(exc).__name__}")
                     delivered = False
                 self.restarts += 1
-                if self._analyze_s != analyze_s:
-                    continue  # the probe was too short, not the camera at fault: retry at once
+                if self._retry_at_once:
+                    continue  # not the camera at fault
                 healthy = delivered and self._clock.monotonic() - started >= HEALTHY_RUN_S
                 attempt = 0 if healthy else attempt + 1
                 await asyncio.sleep(backoff_delay_s(attempt, self._rng))
@@ -388,8 +422,45 @@ class Sampler:
             return f"file source {path} does not exist"
         return None
 
+    def _uses_feed(self) -> bool:
+        url = self.spec.url
+        return (
+            self._feeds is not None
+            and self._packet_drop
+            and self.spec.mode is DecodeMode.KEYFRAMES
+            and url is not None
+            and url.is_rtsp
+        )
+
+    async def _start_feed(
+        self, feeds: FeedHub, on_keyframe: Callable[[float], None], label: str
+    ) -> FeedPipeline | None:
+        """Connect a keyframe feed and its decoder; None after a failure (already handled)."""
+        assert self.spec.url is not None
+        try:
+            feed = await feeds.connect(
+                self.spec.url.reveal(),
+                self.spec.fps,
+                on_keyframe=on_keyframe,
+                on_size=self._learned_size,
+            )
+        except UnsupportedStream as exc:
+            log.info("sampler %s: %s; receiving with ffmpeg from now on", self._label, exc)
+            self._feeds = None
+            self._retry_at_once = True
+            return None
+        except RtspError as exc:
+            await self._went_down(SamplerState.OFFLINE, str(exc), "")
+            return None
+        argv = feed_decoder_argv(self._ffmpeg_bin, feed.codec, self.spec.width)
+        try:
+            return await FeedPipeline.start(feeds, feed, argv, label=label, nice=SAMPLER_NICE)
+        except Unavailable as exc:
+            self._set_error(exc.message)
+            return None
+
     async def _run_once(self) -> bool:
-        """One ffmpeg run; True if it delivered at least one frame."""
+        """One run of the decoder (and its receiver); True if it delivered at least one frame."""
         stream_known = self.keyframe_interval_s is not None and self.frame_size is not None
         command = build_argv(
             self._ffmpeg_bin,
@@ -407,15 +478,24 @@ class Sampler:
 
         hook = stderr_filter(on_keyframe, self._learned_size)
         label = f"sampler {self._label}"
-        proc: FfmpegProcess | FfmpegPipeline
+        proc: FfmpegProcess | FfmpegPipeline | FeedPipeline
         try:
-            if command.receiver is None:
+            if self._feeds is not None and self._uses_feed():
+                started = await self._start_feed(self._feeds, on_keyframe, label)
+                if started is None:
+                    return False
+                proc = started
+            elif command.receiver is None:
                 proc = await FfmpegProcess.start(
-                    command.decoder, label=label, stderr_line_hook=hook
+                    command.decoder, label=label, stderr_line_hook=hook, nice=SAMPLER_NICE
                 )
             else:
                 proc = await FfmpegPipeline.start(
-                    command.receiver, command.decoder, label=label, receiver_stderr_hook=hook
+                    command.receiver,
+                    command.decoder,
+                    label=label,
+                    receiver_stderr_hook=hook,
+                    nice=SAMPLER_NICE,
                 )
         except Unavailable as exc:
             self._set_error(exc.message)
@@ -457,6 +537,7 @@ class Sampler:
                     longer_s,
                 )
                 self._analyze_s = longer_s
+                self._retry_at_once = True
                 return False
         if stalled:
             reason = f"no frame for {timeout_s:g} s; restarting ffmpeg"

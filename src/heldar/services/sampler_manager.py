@@ -17,7 +17,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from heldar.clock import Clock
-from heldar.config import DecodeMode
+from heldar.config import DecodeMode, KeyframeReceiver
+from heldar.media import ffmpeg
+from heldar.media.feed import FeedHub
 from heldar.media.keyframes import FrameSize
 from heldar.media.urls import Profile, StreamUrl
 from heldar.services.ai_tasks import AiTask, AiTaskRegistry
@@ -191,9 +193,17 @@ class SamplerManager:
         max_samplers: int,
         decode_mode: DecodeMode = DecodeMode.AUTO,
         packet_drop: bool = True,
+        keyframe_receiver: KeyframeReceiver = KeyframeReceiver.KERNEL,
     ) -> None:
         """``packet_drop``: whether ffmpeg can drop packets in a bitstream filter
-        (:func:`heldar.media.ffmpeg.probe_packet_drop`; see :func:`~.sampler.build_argv`)."""
+        (:func:`heldar.media.ffmpeg.probe_packet_drop`; see :func:`~.sampler.build_argv`).
+        ``keyframe_receiver``: who receives RTSP for keyframe samplers (:mod:`heldar.media.feed`).
+        """
+        self._feeds = (
+            FeedHub(ffmpeg.DEFAULT_IO_TIMEOUT_S)
+            if keyframe_receiver is KeyframeReceiver.KERNEL
+            else None
+        )
         self._decode_mode = decode_mode
         self._packet_drop = packet_drop
         # Learned per (camera, profile) by its samplers; kept across restarts of the sampler.
@@ -219,6 +229,8 @@ class SamplerManager:
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
+                if self._feeds is not None:
+                    group.create_task(self._feeds.run(), name="keyframe feeds")
                 while True:
                     self._replan.clear()
                     await self.reconcile()
@@ -273,6 +285,7 @@ class SamplerManager:
             frame_size=self._frame_sizes.get(spec.key),
             on_keyframe_interval=self._learned,
             on_frame_size=self._learned_size,
+            feeds=self._feeds,
         )
         name = f"{spec.key.camera_id}/{spec.key.profile}"
         task = group.create_task(sampler.run(), name=f"sampler {name}")
