@@ -96,11 +96,11 @@ async def test_auto_learns_the_gop_and_switches_both_ways(
 
         row = await eventually(on_keyframes, LEARN_S, "the switch to keyframe-only decoding")
         assert abs(row["keyframe_interval_s"] - GOP_S) < 0.1, row
-        # Keyframes only: a receiver drops the other packets before the decoder reads its pipe.
-        assert "-f nut -i pipe:0" in cmdline(row)
-        assert len(receivers()) == 1
-        assert "noise=drop=if(key" in " ".join(psutil.Process(row["pids"][0]).cmdline())
-        assert row["pids"][1] == row["pid"]
+        # Keyframes only: the kernel's feed receives and pipes only the keyframes to output to
+        # one decoder process; no ffmpeg receiver.
+        assert row["receiver"] == "kernel", row
+        assert "-f h264 -i pipe:0" in cmdline(row)
+        assert receivers() == [] and row["pids"] == [row["pid"]]
         slow = await frames(client, 3, wait_s=10)
         assert all(abs(g - 1 / 0.25) < GAP_TOLERANCE_S for g in gaps_s(slow)), gaps_s(slow)
         assert len({r.content for r in slow}) == 3  # the ball moved: no duplicates
@@ -116,24 +116,36 @@ async def test_auto_learns_the_gop_and_switches_both_ways(
         # Full decode: a new receiver drops only the needless end of each GOP.
         (receiver,) = receivers()
         assert "noise=drop=if(key\\,if(" in receiver
-        assert "-i pipe:0" in cmdline(await sampler(client))
+        row = await sampler(client)
+        assert "-i pipe:0" in cmdline(row) and row["receiver"] == "ffmpeg"
 
         await client.patch(f"/api/v1/ai-tasks/{task['id']}", json={"fps": 0.5})
         row = await sampler(client)
         assert row["decode_mode"] == "keyframes" and row["gop_prefix"] is False  # at the rate
 
 
-@pytest.mark.parametrize("packet_drop", [True, False], ids=["pipeline", "skip-frame-fallback"])
+@pytest.mark.parametrize(
+    ("packet_drop", "receiver"),
+    [(True, "kernel"), (True, "ffmpeg"), (False, "ffmpeg")],
+    ids=["kernel-feed", "ffmpeg-receiver", "skip-frame-fallback"],
+)
 async def test_forced_keyframes_give_the_keyframe_rate_without_duplicates(
-    rtsp_camera: RtspTestCamera, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, packet_drop: bool
+    rtsp_camera: RtspTestCamera,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    packet_drop: bool,
+    receiver: str,
 ) -> None:
-    """Also with an ffmpeg that cannot drop packets (before 5.1): one process, -skip_frame."""
+    """The kernel's feed, an ffmpeg receiver, and an ffmpeg that cannot drop packets (before
+    5.1), where one process decodes with -skip_frame (the kernel's feed needs packet drops too,
+    so it is not used there)."""
 
     async def probe(_ffmpeg: str) -> bool:
         return packet_drop
 
     monkeypatch.setattr(ffmpeg, "probe_packet_drop", probe)
-    async with kernel(tmp_path, rtsp_camera, ai_decode_mode="keyframes") as client:
+    settings = {"ai_decode_mode": "keyframes", "ai_keyframe_receiver": receiver}
+    async with kernel(tmp_path, rtsp_camera, **settings) as client:
         await client.post(
             "/api/v1/cameras/gate/ai-tasks", json={"task_type": "motion", "fps": 2, "width": 320}
         )
@@ -144,6 +156,10 @@ async def test_forced_keyframes_give_the_keyframe_rate_without_duplicates(
         assert row["decode_mode"] == "keyframes" and row["fps"] == 2.0
         assert abs(row["keyframe_interval_s"] - GOP_S) < 0.1
         assert ("-skip_frame nokey" in cmdline(row)) is not packet_drop
+        assert row["receiver"] == receiver
+        if receiver == "kernel":
+            assert receivers() == [] and row["pids"] == [row["pid"]]
+            return
         # One packet of probing tells the codec parameters to a receiver's probe; a probe that
         # skips non-key frames learns nothing from it, so that sampler had to analyse longer.
         reader = " ".join(psutil.Process(row["pids"][0]).cmdline())

@@ -67,6 +67,7 @@ SAMPLER_FIELDS = {
     "decode_mode",
     "keyframe_interval_s",
     "gop_prefix",
+    "receiver",
 }
 
 

@@ -45,6 +45,7 @@ def test_sdp_gives_the_video_track_its_parameter_sets_and_its_control_url() -> N
     assert track.codec is Codec.H264
     assert (track.payload_type, track.clock_rate) == (96, 90000)
     assert track.control == "rtsp://127.0.0.1:8554/cam/stream=0"
+    assert track.session_url == "rtsp://127.0.0.1:8554/cam/"
     assert track.parameter_sets == [SPS, PPS]
 
 
@@ -56,6 +57,7 @@ def test_sdp_h265_sprop_sets_and_a_session_level_control() -> None:
     track = parse_sdp(sdp(media, session_control="rtsp://10.0.0.9/live"), "rtsp://x/ignored")
     assert track.codec is Codec.H265
     assert track.control == "rtsp://10.0.0.9/live/track1"
+    assert track.session_url == "rtsp://10.0.0.9/live"
     assert track.parameter_sets == [b"\x40\x01", b"\x42\x01", b"\x44\x01"]
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from heldar.api.cameras import CameraId
 from heldar.api.deps import KernelDep
 from heldar.clock import rfc3339
-from heldar.config import DecodeMode
+from heldar.config import DecodeMode, KeyframeReceiver
 from heldar.errors import Conflict, InvalidInput, NotFound
 from heldar.kernel import Kernel
 from heldar.media.urls import Profile
@@ -56,6 +56,13 @@ class SamplerOut(BaseModel):
             "needs, so the decoder gets only a prefix of each GOP; false when it gets every frame."
         )
     )
+    receiver: KeyframeReceiver | None = Field(
+        description=(
+            "Who receives the stream in the current run: `kernel` (the kernel's keyframe feed, "
+            "one batched loop for all cameras, then only the keyframes to output reach the "
+            "decoder) or `ffmpeg`; null when not running."
+        )
+    )
 
 
 @router.get("/ai/samplers", response_model=list[SamplerOut])
@@ -84,6 +91,7 @@ async def list_samplers(kernel: KernelDep) -> list[SamplerOut]:
                 decode_mode=planned.spec.mode if planned.spec else None,
                 keyframe_interval_s=kernel.samplers.keyframe_interval_s(planned.key),
                 gop_prefix=planned.spec.gop_prefix if planned.spec else False,
+                receiver=sampler.receiver if sampler else None,
             )
         )
     return out

@@ -79,7 +79,8 @@ class VideoTrack:
     codec: Codec
     payload_type: int
     clock_rate: int
-    control: str
+    control: str  # the track's URL, for SETUP
+    session_url: str  # the aggregate URL (Content-Base or session control), for PLAY
     parameter_sets: list[bytes] = field(default_factory=list)
 
 
@@ -124,6 +125,7 @@ def parse_sdp(sdp: str, base_url: str) -> VideoTrack:
                 payload_type=int(payload_type),
                 clock_rate=int(rate.partition("/")[0] or 90000),
                 control=resolve_control(base, control) if control else base,
+                session_url=base,
                 parameter_sets=_sprop_parameter_sets(fmtp),
             )
     named = ", ".join(seen) if seen else "none"
@@ -276,6 +278,7 @@ class RtspSession:
         self._session: str | None = None
         self.keepalive_s = DEFAULT_SESSION_TIMEOUT_S / 2
         self._keepalive_method = "OPTIONS"
+        self._keepalive_url = self.url
         self.rtp_channel = 0
 
     def open(self) -> VideoTrack:
@@ -301,7 +304,8 @@ class RtspSession:
             self.keepalive_s = max(MIN_KEEPALIVE_S, int(match[1]) / 2)
         if match := _INTERLEAVED.search(setup.header("transport") or ""):
             self.rtp_channel = int(match[1])
-        self._request("PLAY", self.url, {"Range": "npt=0.000-"})
+        self._request("PLAY", track.session_url, {"Range": "npt=0.000-"})
+        self._keepalive_url = track.session_url
         return track
 
     def close(self) -> None:
@@ -317,7 +321,7 @@ class RtspSession:
     def keepalive(self) -> None:
         """Send a keep-alive request; its answer is skipped by :meth:`packets`."""
         with contextlib.suppress(BlockingIOError):  # a full send buffer: the next one will do
-            self._send(self._keepalive_method, self.url, {})
+            self._send(self._keepalive_method, self._keepalive_url, {})
 
     def receive_available(self) -> bytes | None:
         """On a non-blocking session: what the socket holds, None if nothing."""

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from heldar.clock import Clock
-from heldar.config import DecodeMode
+from heldar.config import DecodeMode, KeyframeReceiver
 from heldar.errors import Unavailable
 from heldar.media import ffmpeg
 from heldar.media.feed import FeedHub
@@ -378,6 +378,7 @@ class Sampler:
         self.last_error: str | None = None
         self.pid: int | None = None  # the process that delivers the frames
         self.pids: tuple[int, ...] = ()  # every process of the current run
+        self.receiver: KeyframeReceiver | None = None  # who receives the stream in this run
         self._announced_offline = False
 
     @property
@@ -412,6 +413,7 @@ class Sampler:
             self.state = SamplerState.STOPPED
             self.pid = None
             self.pids = ()
+            self.receiver = None
 
     def _source_problem(self) -> str | None:
         url = self.spec.url
@@ -504,6 +506,8 @@ class Sampler:
         stalled = False
         self.pid = proc.pid
         self.pids = proc.pids
+        feeding = isinstance(proc, FeedPipeline)
+        self.receiver = KeyframeReceiver.KERNEL if feeding else KeyframeReceiver.FFMPEG
         # A retry during an announced outage keeps showing it (offline or stalled) until frames
         # arrive, rather than flapping to connecting on every attempt.
         if not (self._announced_offline and self.state in _DOWN_STATES):
@@ -526,6 +530,7 @@ class Sampler:
             await proc.stop(STOP_GRACE_S)
             self.pid = None
             self.pids = ()
+            self.receiver = None
         tail = proc.stderr_tail()
         if not delivered and not stalled and ffmpeg.missing_parameters(tail):
             longer_s = longer_analysis_s(self._analyze_s)
