@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -31,6 +32,7 @@ from tests.support.rtsp_camera import RtspTestCamera
 TIMEOUT_S = 5.0
 GOP_S = 2.0  # the session camera's
 KEYFRAMES_WAIT_S = 20.0  # connect, then five keyframes two seconds apart
+SMALL_PIPE_BYTES = 4096  # the smallest pipe Linux makes
 
 
 @dataclass
@@ -44,8 +46,11 @@ class Received:
 
 
 @contextlib.asynccontextmanager
-async def feeding(url: str, fps: float) -> AsyncIterator[Received]:
-    """A running hub with one feed on ``url``, its pipe drained into ``Received.data``."""
+async def feeding(
+    url: str, fps: float, *, pipe_bytes: int | None = None
+) -> AsyncIterator[Received]:
+    """A running hub with one feed on ``url``, its pipe (of ``pipe_bytes``, else the default
+    size) drained into ``Received.data``."""
     hub = FeedHub(TIMEOUT_S)
     pump = asyncio.create_task(hub.run())
     times: list[float] = []
@@ -54,6 +59,8 @@ async def feeding(url: str, fps: float) -> AsyncIterator[Received]:
         feed = await hub.connect(url, fps, on_keyframe=times.append, on_size=sizes.append)
         received = Received(feed, times, sizes)
         read_fd, write_fd = os.pipe()
+        if pipe_bytes is not None:
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, pipe_bytes)
         hub.start(feed, write_fd)
         loop = asyncio.get_running_loop()
         os.set_blocking(read_fd, False)
@@ -129,6 +136,18 @@ async def test_h265_keyframes_come_through_whole(tmp_path: Path) -> None:
             await wait_written(got, 3)
             assert got.sizes == [FrameSize(320, 240)]
     assert decoded_frames(bytes(got.data), "hevc", tmp_path)[:3] == ["I", "I", "I"]
+
+
+async def test_a_keyframe_larger_than_the_pipe_reaches_the_decoder_whole(
+    rtsp_camera: RtspTestCamera, tmp_path: Path
+) -> None:
+    """A one-page pipe: each keyframe is written in pieces as the reader drains it (a 1080p
+    keyframe is often larger than the 64 kB of a default pipe)."""
+    async with feeding(rtsp_camera.url, fps=0.5, pipe_bytes=SMALL_PIPE_BYTES) as got:
+        await wait_written(got, 3)
+    written = got.feed.keyframes_written
+    assert len(got.data) / written > SMALL_PIPE_BYTES, len(got.data)
+    assert decoded_frames(bytes(got.data), "h264", tmp_path) == ["I"] * written
 
 
 async def test_a_camera_that_goes_away_ends_the_feed_with_the_reason() -> None:

@@ -19,9 +19,7 @@ blocking sockets in a small thread pool, so a slow camera never blocks the event
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
-import fcntl
 import logging
 import os
 import time
@@ -48,13 +46,13 @@ log = logging.getLogger(__name__)
 BATCH_S = 0.05
 # Connecting is blocking I/O (a few round trips): this many cameras connect at once.
 CONNECT_THREADS = 8
-# A pipe this large holds a few keyframes (Linux; best effort): a 1080p keyframe is 50-200 kB.
-PIPE_BYTES = 1024 * 1024
+# Reads of one socket in one round at most: a camera sending faster than the round parses cannot
+# hold the others up (its socket keeps the rest for the next round).
+MAX_READS_PER_ROUND = 8
 # A keyframe may come this share of the output interval early and still be output (keyframes
 # one interval apart with a little timestamp jitter must all pass, not every other one).
 EARLY_SHARE = 0.25
 _TIMESTAMP_BITS = 32
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 @dataclass(slots=True)
@@ -135,7 +133,10 @@ class KeyframeFeed:
         self._on_size = on_size
         self._size_told = False
         self._out_fd: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._unwritten = b""  # the rest of a keyframe the pipe had no room for
+        self._waiting_to_write = False
+        self._write_error: OSError | None = None
         now = time.monotonic()
         self._data_at = now
         self._keepalive_at = now + session.keepalive_s
@@ -150,18 +151,22 @@ class KeyframeFeed:
         return self.track.codec
 
     def attach(self, out_fd: int) -> None:
-        """Start writing to ``out_fd`` (the feed owns and closes it)."""
+        """Start writing to ``out_fd`` (the feed owns and closes it); in the event loop."""
         os.set_blocking(out_fd, False)
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(out_fd, _F_SETPIPE_SZ, PIPE_BYTES)
+        self._loop = asyncio.get_running_loop()
         self._out_fd = out_fd
         self._tell_size()
 
     def pump(self, now: float) -> None:
         """Read what the socket holds, pass the keyframes on; raises :class:`FeedFailed`."""
         try:
+            if self._write_error is not None:
+                raise self._write_error
             received = False
-            while (data := self.session.receive_available()) is not None:
+            for _ in range(MAX_READS_PER_ROUND):
+                data = self.session.receive_available()
+                if data is None:
+                    break
                 received = True
                 self._parse(data)
             if received:
@@ -171,7 +176,6 @@ class KeyframeFeed:
             if now >= self._keepalive_at:
                 self.session.keepalive()
                 self._keepalive_at = now + self.session.keepalive_s
-            self._flush()
         except RtspError as exc:
             raise FeedFailed(str(exc)) from None
         except OSError as exc:
@@ -184,6 +188,7 @@ class KeyframeFeed:
             self.failure = reason
         self.session.close()
         if self._out_fd is not None:
+            self._stop_waiting_to_write()
             os.close(self._out_fd)
             self._out_fd = None
         self.ended.set()
@@ -209,21 +214,39 @@ class KeyframeFeed:
         self._on_keyframe(time_s)
         if not self._picker.take(time_s):
             return
-        if self._unwritten:  # the decoder has not taken the last one yet: a fresher one waits
+        if self._unwritten:
+            # The decoder is still taking the last one: drop this one rather than queue (a
+            # queue behind a slow decoder only grows, and its frames only age).
             self.keyframes_dropped += 1
             return
         self._unwritten = unit.annex_b(self._assembler.ordered_parameter_sets()) + self._delimiter
         self.keyframes_written += 1
-        self._flush()
+        self._write()
 
-    def _flush(self) -> None:
+    def _write(self) -> None:
+        """Write what the pipe takes; the rest as soon as it has room (the loop watches it)."""
         if not self._unwritten or self._out_fd is None:
             return
         try:
             written = os.write(self._out_fd, self._unwritten)
         except BlockingIOError:
-            return
-        self._unwritten = self._unwritten[written:]
+            written = 0
+        except OSError as exc:  # the decoder is gone: the next round ends the feed with it
+            self._write_error = exc
+            self._unwritten = b""
+        else:
+            self._unwritten = self._unwritten[written:]
+        if self._unwritten and not self._waiting_to_write:
+            assert self._loop is not None
+            self._loop.add_writer(self._out_fd, self._write)
+            self._waiting_to_write = True
+        elif not self._unwritten:
+            self._stop_waiting_to_write()
+
+    def _stop_waiting_to_write(self) -> None:
+        if self._waiting_to_write and self._loop is not None and self._out_fd is not None:
+            self._loop.remove_writer(self._out_fd)
+        self._waiting_to_write = False
 
     def _tell_size(self) -> None:
         if self._size_told:
@@ -245,6 +268,7 @@ class FeedHub:
     def __init__(self, timeout_s: float) -> None:
         self._timeout_s = timeout_s
         self._feeds: set[KeyframeFeed] = set()
+        self._any_feed = asyncio.Event()  # set while there is a feed: an idle hub sleeps
         self._executor: ThreadPoolExecutor | None = None
 
     async def connect(
@@ -283,6 +307,7 @@ class FeedHub:
         """Feed ``out_fd`` (now owned by the feed) from the next round on."""
         feed.attach(out_fd)
         self._feeds.add(feed)
+        self._any_feed.set()
 
     def stop(self, feed: KeyframeFeed) -> None:
         self._feeds.discard(feed)
@@ -305,6 +330,9 @@ class FeedHub:
         """Pump every ``BATCH_S`` until cancelled; then close every feed."""
         try:
             while True:
+                if not self._feeds:
+                    self._any_feed.clear()
+                    await self._any_feed.wait()
                 self.pump_all(time.monotonic())
                 await asyncio.sleep(BATCH_S)
         finally:
