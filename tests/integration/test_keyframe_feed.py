@@ -176,6 +176,7 @@ async def test_a_wrong_path_and_a_closed_port_are_named_errors() -> None:
 
 USER, PASSWORD, REALM, NONCE = "viewer", "pa55:word!", "cam", "5e1f0c0a"
 JPEG_SDP = "v=0\r\ns=cam\r\nt=0 0\r\nm=video 0 RTP/AVP 26\r\na=rtpmap:26 JPEG/90000\r\n"
+H264_SDP = "v=0\r\ns=cam\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
 
 
 def _expected_digest(method: str, uri: str, header: str) -> bool:
@@ -214,7 +215,11 @@ def _serve(listener: socket.socket) -> None:
                             ]
                             body = ""
                         else:
-                            status, body = "200 OK", JPEG_SDP if method == "DESCRIBE" else ""
+                            status, body = "200 OK", ""
+                            if method == "DESCRIBE":
+                                body = H264_SDP if uri.endswith("/h264") else JPEG_SDP
+                            elif method == "SETUP":  # TCP-interleaved RTP is all we ask for
+                                status = "461 Unsupported Transport"
                             reply.append("Public: OPTIONS, DESCRIBE, SETUP, PLAY")
                         reply.append(f"Content-Length: {len(body)}")
                         head_text = "\r\n".join([f"RTSP/1.0 {status}", *reply])
@@ -249,6 +254,14 @@ def test_digest_credentials_open_the_camera_and_wrong_ones_are_refused_unshown(
         wrong.open()
     wrong.close()
     assert "hunter2" not in str(refused.value) and "127.0.0.1" in str(refused.value)
+    assert not isinstance(refused.value, UnsupportedStream)  # ffmpeg would be refused too
+
+
+def test_a_refused_transport_is_a_dialect_ffmpeg_may_speak(auth_server: int) -> None:
+    session = RtspSession(f"rtsp://{USER}:pa55%3Aword%21@127.0.0.1:{auth_server}/h264", TIMEOUT_S)
+    with pytest.raises(UnsupportedStream, match="SETUP answered 461 Unsupported Transport"):
+        session.open()
+    session.close()
 
 
 async def test_a_stream_the_feed_cannot_take_falls_back_to_an_ffmpeg_receiver(

@@ -57,7 +57,14 @@ class RtspError(Exception):
 
 
 class UnsupportedStream(RtspError):
-    """The camera sends no video stream the receiver can depacketise (H.264, H.265)."""
+    """What this client cannot take, where ffmpeg's RTSP client may: no H.264 or H.265 video, an
+    answer that is not RTSP, or a refusal of how it asks (a redirect, an unsupported method or
+    transport). A camera that is down, refuses the credentials or lacks the path is a plain
+    :class:`RtspError`: ffmpeg would fail there too."""
+
+
+# Answers that refuse the camera's access (or say it is not there), not this client's dialect.
+_CAMERA_REFUSALS = frozenset({401, 403, 404, 500, 503})
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +304,7 @@ class RtspSession:
         setup = self._request("SETUP", track.control, {"Transport": transport})
         session = setup.header("session")
         if session is None:
-            raise RtspError(f"{self.url}: SETUP answered without a session")
+            raise UnsupportedStream(f"{self.url}: SETUP answered without a session")
         session_id, _, params = session.partition(";")
         self._session = session_id.strip()
         if match := re.search(r"timeout=(\d+)", params):
@@ -394,7 +401,10 @@ class RtspSession:
             told = "the credentials were refused" if self._credentials else "no credentials set"
             raise RtspError(f"{self.url}: {method} needs authentication ({told})")
         if response.status != HTTP_OK:
-            raise RtspError(f"{self.url}: {method} answered {response.status} {response.reason}")
+            message = f"{self.url}: {method} answered {response.status} {response.reason}"
+            if response.status in _CAMERA_REFUSALS:
+                raise RtspError(message)
+            raise UnsupportedStream(message)
         return response
 
     def _exchange(self, method: str, uri: str, headers: dict[str, str]) -> Response:
@@ -440,7 +450,7 @@ class RtspSession:
         lines = buffer[:header_end].decode("utf-8", "replace").split("\r\n")
         status = _STATUS_LINE.match(lines[0])
         if status is None:
-            raise RtspError(f"{self.url}: not an RTSP answer: {lines[0][:80]!r}")
+            raise UnsupportedStream(f"{self.url}: not an RTSP answer: {lines[0][:80]!r}")
         headers: dict[str, list[str]] = {}
         for line in lines[1:]:
             name, _, value = line.partition(":")

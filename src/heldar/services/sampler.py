@@ -3,17 +3,21 @@
 ``Sampler.run()`` loops over ``run_once()`` with a fixed recovery rule:
 
 - ``run_once`` spawns the decoder (:func:`build_argv`: TCP for RTSP, an I/O timeout, the
-  granted rate, ``scale`` to the granted width without upscaling, JPEG on stdout): a
-  ``receiver | decoder`` pair in keyframe mode and in full decode of GOP prefixes, else one
-  ffmpeg. It splits stdout into frames and publishes each to the :class:`FrameStore`. No frame
+  granted rate, ``scale`` to the granted width without upscaling, JPEG on stdout): in keyframe
+  mode on RTSP, a keyframe feed of the kernel's :class:`~heldar.media.feed.FeedHub` piping the
+  keyframes to output into one decoder (:func:`feed_decoder_argv`; an ffmpeg receiver instead
+  when the manager has no hub or the stream is neither H.264 nor H.265); a ``receiver |
+  decoder`` pair of ffmpegs in keyframe mode otherwise and in full decode of GOP prefixes; else
+  one ffmpeg. It splits stdout into frames and publishes each to the :class:`FrameStore`. No frame
   for ``stall_timeout_s(fps)`` is a stall: the processes are stopped and the run ends. A run
   that fails because one packet of probing did not tell the codec parameters makes the next
   run analyse longer, at once (:func:`longer_analysis_s`).
 - Learning the stream: a run also logs keyframe packets (:mod:`heldar.media.keyframes`) and
   reports the keyframe interval and frame size to the manager, which may re-plan the mode or the
-  decoder threads. A receiver always logs (a GOP that grows past the grid cell must switch
-  keyframe mode to full decode); a lone full decode logs only until the stream is known (from
-  this sampler or an earlier one of the same stream), because there the log costs about 10 %.
+  decoder threads (a keyframe feed reports them itself, from RTP time and the SPS). A receiver
+  always logs (a GOP that grows past the grid cell must switch keyframe mode to full decode); a
+  lone full decode logs only until the stream is known (from this sampler or an earlier one of
+  the same stream), because there the log costs about 10 %.
 - After a run the sampler is ``offline`` (or ``stalled``) and waits ``backoff_delay_s``;
   the attempt counter resets after a run that delivered frames for ``HEALTHY_RUN_S``.
 - ``error``: no usable URL or a missing file source is re-checked every ``BACKOFF_MAX_S``
@@ -447,6 +451,7 @@ class Sampler:
                 on_size=self._learned_size,
             )
         except UnsupportedStream as exc:
+            # ffmpeg's RTSP client speaks more dialects and codecs than the feed's.
             log.info("sampler %s: %s; receiving with ffmpeg from now on", self._label, exc)
             self._feeds = None
             self._retry_at_once = True
