@@ -159,10 +159,13 @@ async def test_forced_keyframes_give_the_keyframe_rate_without_duplicates(
         assert row["receiver"] == receiver
         if receiver == "kernel":
             assert receivers() == [] and row["pids"] == [row["pid"]]
-            return
-        # One packet of probing tells the codec parameters to a receiver's probe; a probe that
-        # skips non-key frames learns nothing from it, so that sampler had to analyse longer.
-        reader = " ".join(psutil.Process(row["pids"][0]).cmdline())
-        assert ("-probesize 32 " in reader) is packet_drop
-        assert ("-analyzeduration" in reader) is not packet_drop
-        assert len(receivers()) == int(packet_drop)
+        else:
+            # One packet of probing tells the codec parameters to a receiver's probe; a probe
+            # that skips non-key frames learns nothing from it, so that sampler had to analyse
+            # longer.
+            reader = " ".join(psutil.Process(row["pids"][0]).cmdline())
+            assert ("-probesize 32 " in reader) is packet_drop
+            assert ("-analyzeduration" in reader) is not packet_drop
+            assert len(receivers()) == int(packet_drop)
+    # Shutdown stopped and reaped every process of the sampler (the feed's decoder included).
+    assert not any(psutil.pid_exists(pid) for pid in row["pids"]), row["pids"]
