@@ -34,7 +34,6 @@ from heldar.media.nal import (
     AccessUnitAssembler,
     Codec,
     frame_size,
-    is_sequence_parameter_set,
 )
 from heldar.media.rtsp import RtspError, RtspSession, VideoTrack, rtp_packet
 
@@ -143,8 +142,7 @@ class KeyframeFeed:
         self.keyframes_total = 0
         self.keyframes_written = 0
         self.keyframes_dropped = 0  # picked, but the decoder was still busy with earlier ones
-        self.failure: str | None = None
-        self.ended = asyncio.Event()
+        self.failure: str | None = None  # why it ended, once it has
 
     @property
     def codec(self) -> Codec:
@@ -191,7 +189,6 @@ class KeyframeFeed:
             self._stop_waiting_to_write()
             os.close(self._out_fd)
             self._out_fd = None
-        self.ended.set()
 
     def _parse(self, data: bytes) -> None:
         channel = self.session.rtp_channel
@@ -249,17 +246,15 @@ class KeyframeFeed:
         self._waiting_to_write = False
 
     def _tell_size(self) -> None:
-        if self._size_told:
+        sps = self._assembler.sequence_parameter_set
+        if self._size_told or sps is None:
             return
-        for kind, nal in self._assembler.parameter_sets.items():
-            if is_sequence_parameter_set(self.codec, kind):
-                try:
-                    width, height = frame_size(self.codec, nal)
-                except ValueError:
-                    return
-                self._size_told = True
-                self._on_size(FrameSize(width, height))
-                return
+        try:
+            width, height = frame_size(self.codec, sps)
+        except ValueError:
+            return
+        self._size_told = True
+        self._on_size(FrameSize(width, height))
 
 
 class FeedHub:
@@ -309,9 +304,10 @@ class FeedHub:
         self._feeds.add(feed)
         self._any_feed.set()
 
-    def stop(self, feed: KeyframeFeed) -> None:
+    def stop(self, feed: KeyframeFeed, reason: str | None = None) -> None:
+        """Drop ``feed`` from the rounds and close it (``reason``: why, if it failed)."""
         self._feeds.discard(feed)
-        feed.close()
+        feed.close(reason)
 
     def pump_all(self, now: float) -> None:
         """One round over every feed; a failing feed is closed with its reason and dropped."""
@@ -319,12 +315,10 @@ class FeedHub:
             try:
                 feed.pump(now)
             except FeedFailed as exc:
-                self._feeds.discard(feed)
-                feed.close(str(exc))
+                self.stop(feed, str(exc))
             except Exception as exc:  # a bug must end this feed, not every camera's
                 log.exception("keyframe feed of %s failed", feed.session.url)
-                self._feeds.discard(feed)
-                feed.close(f"internal error: {type(exc).__name__}")
+                self.stop(feed, f"internal error: {type(exc).__name__}")
 
     async def run(self) -> None:
         """Pump every ``BATCH_S`` until cancelled; then close every feed."""

@@ -68,10 +68,6 @@ def is_key(codec: Codec, kind: int) -> bool:
     return _H265_IRAP_FIRST <= kind <= _H265_IRAP_LAST
 
 
-def is_sequence_parameter_set(codec: Codec, kind: int) -> bool:
-    return kind == (_H264_SPS if codec is Codec.H264 else _H265_SPS)
-
-
 @dataclass(slots=True)
 class AccessUnit:
     """The NAL units of one keyframe picture, in decoding order."""
@@ -108,6 +104,11 @@ class AccessUnitAssembler:
         self._fragment: bytearray | None = None
         self._next_sequence: int | None = None
         self.lost_packets = 0
+
+    @property
+    def sequence_parameter_set(self) -> bytes | None:
+        """The latest SPS (it tells the picture size: :func:`frame_size`)."""
+        return self.parameter_sets.get(_H264_SPS if self.codec is Codec.H264 else _H265_SPS)
 
     def ordered_parameter_sets(self) -> list[bytes]:
         return [

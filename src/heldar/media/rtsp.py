@@ -192,6 +192,15 @@ def rtp_packet(data: memoryview) -> RtpPacket | None:
     return RtpPacket(sequence, timestamp, second >= 0x80, data[offset:end])
 
 
+def _interleaved_end(buffer: bytes, offset: int) -> int | None:
+    """Where the interleaved frame at ``offset`` (``$``, channel, 16-bit size, data) ends; None
+    while it is incomplete."""
+    if offset + INTERLEAVED_HEADER_BYTES > len(buffer):
+        return None
+    end = offset + INTERLEAVED_HEADER_BYTES + _U16.unpack_from(buffer, offset + 2)[0]
+    return end if end <= len(buffer) else None
+
+
 class _Credentials:
     """Basic or Digest answers to a server's challenge; never printed."""
 
@@ -332,24 +341,21 @@ class RtspSession:
 
     def receive_available(self) -> bytes | None:
         """On a non-blocking session: what the socket holds, None if nothing."""
-        assert self._sock is not None
         try:
-            size = self._sock.recv_into(self._receive_buffer)
+            return self.receive()
         except BlockingIOError:
             return None
-        except OSError as exc:
-            raise RtspError(f"{self.url}: {exc.strerror or exc}") from None
-        if not size:
-            raise RtspError(f"{self.url}: the camera closed the connection")
-        return self._receive_buffer[:size].tobytes()
 
     def receive(self) -> bytes:
-        """Whatever the socket holds (waiting up to the timeout for something)."""
+        """Whatever the socket holds: on a blocking session waiting up to the timeout for
+        something, on a non-blocking one raising ``BlockingIOError`` if there is nothing."""
         assert self._sock is not None
         try:
             size = self._sock.recv_into(self._receive_buffer)
         except TimeoutError:
             raise RtspError(f"{self.url}: no data for {self._timeout_s:g} s") from None
+        except BlockingIOError:
+            raise
         except OSError as exc:
             raise RtspError(f"{self.url}: {exc.strerror or exc}") from None
         if not size:
@@ -364,15 +370,11 @@ class RtspSession:
         offset, end = 0, len(buffer)
         while offset < end:
             if buffer[offset] == 0x24:  # '$': interleaved binary data
-                if offset + INTERLEAVED_HEADER_BYTES > end:
+                frame_end = _interleaved_end(buffer, offset)
+                if frame_end is None:
                     break
-                channel = buffer[offset + 1]
-                size = _U16.unpack_from(buffer, offset + 2)[0]
-                start = offset + INTERLEAVED_HEADER_BYTES
-                if start + size > end:
-                    break
-                yield channel, view[start : start + size]
-                offset = start + size
+                yield buffer[offset + 1], view[offset + INTERLEAVED_HEADER_BYTES : frame_end]
+                offset = frame_end
             elif buffer.startswith(b"RTSP/", offset):
                 header_end = buffer.find(b"\r\n\r\n", offset)
                 if header_end < 0:
@@ -429,6 +431,8 @@ class RtspSession:
         lines += [f"{name}: {value}" for name, value in headers.items()]
         try:
             self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        except BlockingIOError:  # a non-blocking session's full send buffer: the caller decides
+            raise
         except OSError as exc:
             raise RtspError(f"{self.url}: {exc.strerror or exc}") from None
 
@@ -436,12 +440,10 @@ class RtspSession:
         """The next RTSP response in the buffer (interleaved data before it is skipped)."""
         buffer = self._pending
         while buffer.startswith(b"$"):
-            if len(buffer) < INTERLEAVED_HEADER_BYTES:
+            frame_end = _interleaved_end(buffer, 0)
+            if frame_end is None:
                 return None
-            size = INTERLEAVED_HEADER_BYTES + int.from_bytes(buffer[2:4], "big")
-            if len(buffer) < size:
-                return None
-            buffer = self._pending = buffer[size:]
+            buffer = self._pending = buffer[frame_end:]
         header_end = buffer.find(b"\r\n\r\n")
         if header_end < 0:
             if len(buffer) > MAX_HEADER_BYTES:

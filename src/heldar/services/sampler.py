@@ -428,20 +428,23 @@ class Sampler:
             return f"file source {path} does not exist"
         return None
 
-    def _uses_feed(self) -> bool:
+    def _feed_hub(self) -> FeedHub | None:
+        """The hub this run receives through, or None for an ffmpeg receiver."""
         url = self.spec.url
-        return (
-            self._feeds is not None
-            and self._packet_drop
+        keyframes_on_rtsp = (
+            self._packet_drop
             and self.spec.mode is DecodeMode.KEYFRAMES
             and url is not None
             and url.is_rtsp
         )
+        return self._feeds if keyframes_on_rtsp else None
 
     async def _start_feed(
         self, feeds: FeedHub, on_keyframe: Callable[[float], None], label: str
     ) -> FeedPipeline | None:
-        """Connect a keyframe feed and its decoder; None after a failure (already handled)."""
+        """Connect a keyframe feed and start its decoder; None after a connection failure
+        (already handled); raises :class:`~heldar.errors.Unavailable` if the decoder cannot
+        be spawned."""
         assert self.spec.url is not None
         try:
             feed = await feeds.connect(
@@ -460,14 +463,12 @@ class Sampler:
             await self._went_down(SamplerState.OFFLINE, str(exc), "")
             return None
         argv = feed_decoder_argv(self._ffmpeg_bin, feed.codec, self.spec.width)
-        try:
-            return await FeedPipeline.start(feeds, feed, argv, label=label, nice=SAMPLER_NICE)
-        except Unavailable as exc:
-            self._set_error(exc.message)
-            return None
+        return await FeedPipeline.start(feeds, feed, argv, label=label, nice=SAMPLER_NICE)
 
-    async def _run_once(self) -> bool:
-        """One run of the decoder (and its receiver); True if it delivered at least one frame."""
+    async def _start_ffmpeg(
+        self, hook: Callable[[str], str | None], label: str
+    ) -> FfmpegProcess | FfmpegPipeline:
+        """Start the ffmpeg command of this run (:func:`build_argv`)."""
         stream_known = self.keyframe_interval_s is not None and self.frame_size is not None
         command = build_argv(
             self._ffmpeg_bin,
@@ -477,33 +478,36 @@ class Sampler:
             log_keyframes=logs_keyframes(self.spec, stream_known=stream_known),
             analyze_s=self._analyze_s,
         )
+        if command.receiver is None:
+            return await FfmpegProcess.start(
+                command.decoder, label=label, stderr_line_hook=hook, nice=SAMPLER_NICE
+            )
+        return await FfmpegPipeline.start(
+            command.receiver,
+            command.decoder,
+            label=label,
+            receiver_stderr_hook=hook,
+            nice=SAMPLER_NICE,
+        )
+
+    async def _run_once(self) -> bool:
+        """One run of the decoder (and its receiver); True if it delivered at least one frame."""
         keyframes = KeyframeIntervals()
 
         def on_keyframe(pts_time_s: float) -> None:
             keyframes.add(pts_time_s)
             self._learned(keyframes.interval_s)
 
-        hook = stderr_filter(on_keyframe, self._learned_size)
         label = f"sampler {self._label}"
-        proc: FfmpegProcess | FfmpegPipeline | FeedPipeline
+        proc: FfmpegProcess | FfmpegPipeline | FeedPipeline | None
         try:
-            if self._feeds is not None and self._uses_feed():
-                started = await self._start_feed(self._feeds, on_keyframe, label)
-                if started is None:
+            if (feeds := self._feed_hub()) is not None:
+                proc = await self._start_feed(feeds, on_keyframe, label)
+                if proc is None:
                     return False
-                proc = started
-            elif command.receiver is None:
-                proc = await FfmpegProcess.start(
-                    command.decoder, label=label, stderr_line_hook=hook, nice=SAMPLER_NICE
-                )
             else:
-                proc = await FfmpegPipeline.start(
-                    command.receiver,
-                    command.decoder,
-                    label=label,
-                    receiver_stderr_hook=hook,
-                    nice=SAMPLER_NICE,
-                )
+                hook = stderr_filter(on_keyframe, self._learned_size)
+                proc = await self._start_ffmpeg(hook, label)
         except Unavailable as exc:
             self._set_error(exc.message)
             return False
